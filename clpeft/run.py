@@ -1,0 +1,126 @@
+"""One run: stream → model (+ PET) → strategy → accuracy matrix after every experience → results files."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+from clpeft.config import RunConfig
+from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
+from clpeft.evaluation.evaluate import evaluate_stream
+from clpeft.evaluation.metrics import summarize
+from clpeft.models.continual_model import build_model
+from clpeft.reports.results import SCHEMA_VERSION, package_versions, write_results
+from clpeft.streams.stream import make_stream
+from clpeft.strategies.base import get_strategy
+from clpeft.utils.device import resolve_device
+from clpeft.utils.seed import seed_everything
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.machine()})"
+
+
+def avalanche_evaluator(loggers: list[str], out_dir: Path | None):
+    """Avalanche's TensorBoard / CSV loggers on training metrics, when asked for (they cost time per step)."""
+    if not loggers:
+        return None
+    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+    from avalanche.logging import CSVLogger, TensorboardLogger
+    from avalanche.training.plugins import EvaluationPlugin
+
+    from clpeft.errors import ClpeftError
+
+    base = Path(out_dir or "runs") / "logs"
+    made = []
+    for name in loggers:
+        if name == "csv":
+            made.append(CSVLogger(log_folder=str(base / "csv")))
+        elif name == "tensorboard":
+            made.append(TensorboardLogger(tb_log_dir=str(base / "tensorboard")))
+        else:
+            raise ClpeftError(f"unknown logger {name!r}; use csv or tensorboard")
+    return EvaluationPlugin(accuracy_metrics(epoch=True), loss_metrics(epoch=True), loggers=made)
+
+
+def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False, plugins=None, evaluator=None):
+    """Stream, model, PET controller and strategy for ``config`` (seeded)."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    stream = make_stream(config.stream)
+    m = config.model
+    model = build_model(m.backbone, stream.num_classes, stream.input_spec, pretrained=m.pretrained,
+                        checkpoint=m.checkpoint, head_init_std=m.head_init_std, **m.overrides)
+    pet = None
+    if config.pet:
+        from clpeft.pet import inject_named_pet
+
+        pet = inject_named_pet(model.backbone, config.pet, config.pet_settings)
+    strategy_cls = get_strategy(config.strategy)
+    strategy = strategy_cls(
+        model, config.train, device, amp=config.amp, pet=pet, plugins=plugins,
+        evaluator=evaluator or avalanche_evaluator(config.loggers, out_dir), seed=config.seed,
+        in_memory=stream.in_memory, progress=progress, **config.options,
+    )
+    return stream, model, pet, strategy, device
+
+
+def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
+        evaluator=None, after_experience=None) -> dict:
+    """Train on every experience, evaluate on the whole test set after each, write results atomically.
+
+    ``after_experience(i, strategy)`` is called after each experience's evaluation (tests use it to
+    cross-check against Avalanche's metrics on the same run).
+    """
+    out_dir = Path(out_dir) if out_dir else None
+    stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator)
+    eval_bs, eval_seed = config.train.eval_batch_size, config.seed
+    before = evaluate_stream(strategy.predict_logits, stream, model.head.num_seen, device, eval_bs, eval_seed)
+    R, R_task, train_times, eval_times = [], [], [], []
+    for i, experience in enumerate(stream.train_stream):
+        with timer(train_times, device):
+            strategy.train(experience)
+        with timer(eval_times, device):
+            row = evaluate_stream(strategy.predict_logits, stream, model.head.num_seen, device, eval_bs, eval_seed)
+        R.append(row.accuracy)
+        R_task.append(row.accuracy_task_il)
+        if progress:
+            seen = row.accuracy[: i + 1]
+            print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
+        if after_experience is not None:
+            after_experience(i, strategy)
+    summary = summarize(R, before.counts, before.accuracy)
+    params = count_parameters(model)
+    params["trainable"] = int(sum(p.numel() for p in strategy.trainable_parameters()))
+    params["pet"] = int(sum(p.numel() for p in pet.parameters())) if pet is not None else 0
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": config.run_id,
+        "config_hash": config.config_hash(),
+        "config": config.as_dict(),
+        "stream": {"name": stream.name, "class_ranges": stream.class_ranges, "class_order": stream.original_class_order,
+                   "num_classes": stream.num_classes},
+        "versions": package_versions(),
+        "device": device_description(device),
+        "accuracy_matrix": R,
+        "accuracy_matrix_task_il": R_task,
+        "accuracy_before_training": before.accuracy,
+        "test_samples": before.counts,
+        "metrics": summary.as_dict(),
+        "parameters": params,
+    }
+    runtime = {
+        "train_seconds_per_experience": [round(t, 3) for t in train_times],
+        "eval_seconds_per_experience": [round(t, 3) for t in eval_times],
+        "train_seconds_total": round(sum(train_times), 3),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+        "threads": torch.get_num_threads(),
+    }
+    if out_dir is not None:
+        write_results(out_dir, results, runtime)
+    results["runtime"] = runtime
+    return results

