@@ -61,9 +61,9 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
         pet = inject_named_pet(model.backbone, config.pet, config.pet_settings)
     strategy_cls = get_strategy(config.strategy)
     strategy = strategy_cls(
-        model, config.train, device, amp=config.amp, pet=pet, plugins=plugins,
+        model=model, settings=config.train, device=device, amp=config.amp, pet=pet, plugins=plugins,
         evaluator=evaluator or avalanche_evaluator(config.loggers, out_dir), seed=config.seed,
-        in_memory=stream.in_memory, progress=progress, **config.options,
+        in_memory=stream.in_memory, progress=progress, options=config.options,
     )
     return stream, model, pet, strategy, device
 
@@ -72,7 +72,7 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         evaluator=None, after_experience=None) -> dict:
     """Train on every experience, evaluate on the whole test set after each, write results atomically.
 
-    ``after_experience(i, strategy)`` is called after each experience's evaluation (tests use it to
+    ``after_experience(i, strategy, stream)`` is called after each experience's evaluation (tests use it to
     cross-check against Avalanche's metrics on the same run).
     """
     out_dir = Path(out_dir) if out_dir else None
@@ -91,7 +91,7 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
             seen = row.accuracy[: i + 1]
             print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
         if after_experience is not None:
-            after_experience(i, strategy)
+            after_experience(i, strategy, stream)
     summary = summarize(R, before.counts, before.accuracy)
     params = count_parameters(model)
     params["trainable"] = int(sum(p.numel() for p in strategy.trainable_parameters()))

@@ -5,6 +5,7 @@ shared base, so they appear in the same accuracy matrix and report as every othe
 """
 from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 
+from clpeft.errors import ClpeftError
 from clpeft.strategies.base import CLStrategy, register
 
 
@@ -15,10 +16,13 @@ class _AvalanchePluginStrategy(CLStrategy):
         raise NotImplementedError
 
     def configure(self, **options):
-        self._avalanche_plugin = self.plugin(**options)
+        try:
+            self._avalanche_plugin = self.plugin(**options)
+        except TypeError as exc:
+            raise ClpeftError(f"bad option for strategy {self.name}: {exc}; check strategies.{self.name}.options") from exc
 
-    def __init__(self, *args, plugins=None, **kwargs):
-        super().__init__(*args, plugins=plugins, **kwargs)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.plugins.insert(0, self._avalanche_plugin)
 
 

@@ -119,9 +119,9 @@ class CLStrategy(SupervisedTemplate):
     accepts_pet = True
     ddp_safe = False
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
+    def __init__(self, *, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
                  pet=None, plugins=None, evaluator=None, seed: int = 0, in_memory: bool = False,
-                 progress: bool = False, **options):
+                 progress: bool = False, options: dict | None = None):
         if pet is not None and not self.accepts_pet:
             raise ClpeftError(f"strategy {self.name} does not train a PET module; drop --pet")
         self.settings = settings
@@ -130,7 +130,7 @@ class CLStrategy(SupervisedTemplate):
         self.seed = seed
         self.in_memory = in_memory
         self.progress = progress
-        self.configure(**options)
+        self.configure(**(options or {}))
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=settings.lr)
         super().__init__(
             model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),

@@ -1,0 +1,41 @@
+# Quick start: `make demo` (venv + install + offline demo run + report), `make test` (the test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup test demo fashion-mnist pretrain baselines bench clean
+
+$(STAMP): pyproject.toml constraints/ci.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints/ci.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest tests
+
+demo: setup
+	$(PY) examples/demo.py --out runs/demo
+
+# Optional offline image stream from Debian (needs apt; the demo and the tests do not need it).
+fashion-mnist:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then echo "Fashion-MNIST is installed"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "clpeft: Fashion-MNIST needs Debian's apt (package dataset-fashion-mnist); skip it or copy the IDX files and pass stream.root" >&2; exit 2; fi
+
+# Re-create the bundled ViT weights (deterministic; ~20 min on 2 cores).
+pretrain: setup fashion-mnist
+	$(VENV)/bin/clpeft pretrain --epochs 6 --seed 0
+
+# The committed baseline table in reports/baselines (3 seeds x 4 baselines x 2 offline streams).
+baselines: setup
+	$(PY) examples/baselines.py --out runs/baselines --report reports/baselines
+
+bench: setup
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/pet_overhead.py
+
+clean:
+	rm -rf runs
