@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
 
 from clpeft.errors import ClpeftError
+from clpeft.utils.typed import dataclass_from_dict
 from clpeft.streams.stream import StreamConfig
 from clpeft.strategies.base import TrainSettings
 
@@ -71,13 +72,7 @@ class RunConfig:
 
 
 def _typed(cls, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise ClpeftError(f"{where} must be a mapping, got {type(values).__name__}; fix the scenario file")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} in {where}; known keys: {', '.join(sorted(names))}")
-    return cls(**values)
+    return dataclass_from_dict(cls, values, f"key in {where}")
 
 
 def find_scenario(path_or_name: str) -> Path:

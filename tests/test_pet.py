@@ -333,7 +333,7 @@ def test_supermask_on_conv_and_signed_constant_init():
     (lambda: inject_pet(make_effnet(), PrefixConfig()), "needs a timm ViT"),
     (lambda: inject_pet(make_vit(), AdapterConfig(blocks=(99,))), "does not exist"),
     (lambda: inject_pet(make_vit(), LoRAConfig(targets=["nothing.*"])), "no module matches"),
-    (lambda: inject_named_pet(make_vit(), "lora", {"rnk": 3}), "no setting 'rnk'"),
+    (lambda: inject_named_pet(make_vit(), "lora", {"rnk": 3}), "unknown lora setting .rnk."),
     (lambda: inject_named_pet(make_vit(), "ia3"), "unknown PET module"),
 ])
 def test_bad_pet_requests_fail_with_a_clear_error(bad, match):

@@ -6,9 +6,9 @@ by glob patterns over ``model.named_modules()``, like peft's ``target_modules``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
-from clpeft.errors import ClpeftError
+from clpeft.utils.typed import dataclass_from_dict
 
 LAE_BLOCKS = (0, 1, 2, 3, 4)
 
@@ -22,11 +22,7 @@ class PETConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PETConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ClpeftError(f"{cls.kind} has no setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, f"{cls.kind} setting")
 
 
 @dataclass

@@ -15,7 +15,7 @@ Strategies register with ``@register("name")`` and are looked up by name (no ``e
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from clpeft.errors import ClpeftError
 from clpeft.utils.device import autocast
+from clpeft.utils.typed import dataclass_from_dict
 
 STRATEGIES: dict[str, type] = {}
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -77,11 +78,7 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ClpeftError(f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(names))}")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "training setting")
 
 
 class TensorBatches:
