@@ -77,11 +77,10 @@ def main():
     x = torch.randn(args.batch, 3, 224, 224, device=device)
     if args.child:
         model = make(args.child, args.model, device)
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if gpu:
             torch.cuda.reset_peak_memory_stats()
         step(model, x, args.child != "frozen", device, args.amp)
-        peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+        peak = torch.cuda.max_memory_allocated() / 2**20 if gpu else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"peak_mb": peak}))
         return
     models = {v: make(v, args.model, device) for v in VARIANTS}
