@@ -67,14 +67,6 @@ def io_features(module: nn.Module) -> tuple[int, int]:
     return d_in, d_out
 
 
-def _child(block: nn.Module, path: str) -> tuple[str, nn.Module]:
-    """Follow ``a.b.c`` from ``block`` through any PET wrappers."""
-    module = block
-    for part in path.split("."):
-        module = getattr(unwrap(module), part)
-    return path, module
-
-
 def default_targets(model: nn.Module, config: PETConfig) -> list[str]:
     """Module names (relative to ``model``) the config's kind attaches to, for a known family."""
     fam = family(model)

@@ -191,8 +191,7 @@ class LoRALayer(PETLayer):
         xi = self._inputs(x)
         kind, obj = how
         if self.is_conv:
-            out = out.permute(0, 2, 3, 1)
-        out = out.clone() if self.is_conv else out
+            out = out.permute(0, 2, 3, 1)  # a view: the slices below are added into the conv output in place
         for i, (start, end) in enumerate(self.slices):
             if kind == "single":
                 d = obj.scales[i]() * F.linear(F.linear(xi, obj.lora_A[i].to(xi.dtype)), obj.lora_B[i].to(xi.dtype))
