@@ -13,15 +13,17 @@ def cmd_run(args) -> int:
     from clpeft.run import run
 
     scenario = load_scenario(args.scenario)
-    overrides: dict = {"train": {}, "stream": {}, "model": {}}
+    overrides: dict = {"train": {}, "stream": {}, "model": {}, "options": parse_options(args.option)}
     if args.epochs is not None:
         overrides["train"]["epochs"] = args.epochs
     if args.data_root:
         overrides["stream"]["root"] = args.data_root
     if args.checkpoint:
         overrides["model"]["checkpoint"] = args.checkpoint
+    if args.eval_order:
+        overrides["stream"]["eval_order"] = args.eval_order
     config = resolve(scenario, strategy=args.strategy, pet=args.pet, seed=args.seed, device=args.device,
-                     amp=args.amp, overrides=overrides)
+                     amp=args.amp, overrides=overrides, tta=args.tta)
     out = Path(args.out) if args.out else Path("runs") / config.run_id
     if (out / "results.json").exists() and not args.overwrite:
         raise ClpeftError(f"{out}/results.json exists; pass --overwrite or choose another --out")
@@ -30,6 +32,22 @@ def cmd_run(args) -> int:
     print(f"{config.run_id}: A_T={m['final_accuracy']:.4f} Ā={m['average_incremental_accuracy']:.4f} "
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
     return 0
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``--option key=value`` (value read as YAML: numbers, true/false, null, lists) → strategy options."""
+    import yaml
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ClpeftError(f"--option needs KEY=VALUE, got {pair!r} (e.g. --option ema_decay=0.999)")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ClpeftError(f"--option {key}: cannot read value {value!r}; quote strings, e.g. {key}=name") from None
+    return options
 
 
 def cmd_list(args) -> int:
@@ -72,10 +90,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("scenario", help="scenario YAML path or name in scenarios/")
     r.add_argument("--strategy")
     r.add_argument("--pet", help="PET module: adapter, lora, prefix, prompt, supermask")
+    r.add_argument("--tta", help="test-time adaptation at evaluation: lame (also reports every eval order with/without it)")
+    r.add_argument("--eval-order", choices=["iid", "class_grouped", "dirichlet"], help="order of test batches")
     r.add_argument("--seed", type=int)
     r.add_argument("--device", default="cpu")
     r.add_argument("--amp", choices=["bf16", "off"])
     r.add_argument("--epochs", type=int, help="override the scenario's epochs")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (repeatable), e.g. ema_decay=0.999")
     r.add_argument("--data-root", help="folder with the data set (online data sets)")
     r.add_argument("--checkpoint", help="local backbone checkpoint (safetensors or a weights_only torch file)")
     r.add_argument("--out", help="output directory (default runs/RUN_ID)")

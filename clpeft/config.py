@@ -7,11 +7,14 @@ Scenario file layout (every key optional except ``stream``)::
     model: {backbone: vit_tiny_fmnist, pretrained: true}
     train: {epochs: 3, lr: 0.001, batch_size: 32}
     strategy: finetune            # default strategy when none is given
-    strategies:                   # best settings per strategy: train overrides and options
+    strategies:                   # best settings per strategy: train/model overrides, options, pet
       linear_probe: {train: {lr: 0.01}}
+      lae: {model: {head_init_std: 0.001}, pet: adapter}
       lwf: {options: {alpha: 1.0}}
     pets:                         # settings per PET module name
       adapter: {bottleneck: 5}
+    tta:                          # settings per test-time adaptation method (used with --tta NAME)
+      lame: {affinity: rbf, knn: 5}
 
 Unknown keys are errors, not silently ignored.
 """
@@ -29,7 +32,9 @@ from clpeft.utils.typed import dataclass_from_dict
 from clpeft.streams.stream import StreamConfig
 from clpeft.strategies.base import TrainSettings
 
-SCENARIO_KEYS = {"name", "description", "stream", "model", "train", "strategy", "strategies", "pets", "seed", "amp", "loggers"}
+SCENARIO_KEYS = {"name", "description", "stream", "model", "train", "strategy", "strategies", "pets", "seed", "amp", "loggers",
+                 "tta"}
+TTA_METHODS = ("lame",)
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
 
@@ -39,6 +44,7 @@ class ModelConfig:
     pretrained: bool = True
     checkpoint: str | None = None
     head_init_std: float | None = None
+    normalize: bool = True  # False: feed [0, 1] pixels (LAE's official code does)
     overrides: dict = field(default_factory=dict)
 
 
@@ -56,6 +62,8 @@ class RunConfig:
     device: str = "cpu"
     amp: str = "off"
     loggers: list = field(default_factory=list)
+    tta: str | None = None
+    tta_settings: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +75,8 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        parts = [self.name, self.strategy] + ([self.pet] if self.pet else []) + [f"s{self.seed}", self.config_hash()]
+        parts = [self.name, self.strategy] + ([self.pet] if self.pet else []) + ([self.tta] if self.tta else []) \
+            + [f"s{self.seed}", self.config_hash()]
         return "-".join(parts)
 
 
@@ -104,16 +113,16 @@ def load_scenario(path_or_name: str) -> dict:
 
 
 def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None, seed: int | None = None,
-            device: str = "cpu", amp: str | None = None, overrides: dict | None = None) -> RunConfig:
+            device: str = "cpu", amp: str | None = None, overrides: dict | None = None, tta: str | None = None) -> RunConfig:
     """Merge scenario defaults, the chosen strategy's best settings, and command-line values."""
     from clpeft.strategies.base import get_strategy
 
     strategy = strategy or scenario.get("strategy") or "finetune"
     get_strategy(strategy)  # unknown name → one-line error
     per_strategy = (scenario.get("strategies") or {}).get(strategy) or {}
-    unknown = sorted(set(per_strategy) - {"train", "options", "pet"})
+    unknown = sorted(set(per_strategy) - {"train", "model", "options", "pet"})
     if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use train, options or pet")
+        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use train, model, options or pet")
     train = {**(scenario.get("train") or {}), **(per_strategy.get("train") or {})}
     overrides = overrides or {}
     train.update(overrides.get("train", {}))
@@ -129,17 +138,28 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
         if pet not in PET_TYPES:
             raise ClpeftError(f"unknown PET module {pet!r}; choose one of {', '.join(sorted(PET_TYPES))} (see `clpeft list`)")
         pet_settings = dict((scenario.get("pets") or {}).get(pet) or {})
+    tta_settings = {}
+    if tta:
+        if tta not in TTA_METHODS:
+            raise ClpeftError(f"unknown test-time adaptation {tta!r}; choose one of {', '.join(TTA_METHODS)}")
+        from clpeft.evaluation.lame import LAMEConfig
+
+        tta_settings = dict((scenario.get("tta") or {}).get(tta) or {})
+        LAMEConfig.from_dict(tta_settings)  # bad settings fail here, before any training
     return RunConfig(
         name=str(scenario["name"]),
         stream=_typed(StreamConfig, stream_values, "stream"),
-        model=_typed(ModelConfig, {**(scenario.get("model") or {}), **overrides.get("model", {})}, "model"),
+        model=_typed(ModelConfig, {**(scenario.get("model") or {}), **(per_strategy.get("model") or {}),
+                                   **overrides.get("model", {})}, "model"),
         strategy=strategy,
         train=TrainSettings.from_dict(train),
-        options=dict(per_strategy.get("options") or {}),
+        options={**(per_strategy.get("options") or {}), **overrides.get("options", {})},
         pet=pet,
         pet_settings=pet_settings,
         seed=seed,
         device=device,
         amp=amp or scenario.get("amp", "off"),
         loggers=list(scenario.get("loggers") or []),
+        tta=tta,
+        tta_settings=tta_settings,
     )

@@ -4,15 +4,17 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from clpeft.config import RunConfig
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import evaluate_stream
+from clpeft.evaluation.lame import LAMEConfig, with_lame
 from clpeft.evaluation.metrics import summarize
 from clpeft.models.continual_model import build_model
 from clpeft.reports.results import SCHEMA_VERSION, package_versions, write_results
-from clpeft.streams.stream import make_stream
+from clpeft.streams.stream import EVAL_ORDERS, make_stream
 from clpeft.strategies.base import get_strategy
 from clpeft.utils.device import resolve_device
 from clpeft.utils.seed import seed_everything
@@ -53,7 +55,8 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     stream = make_stream(config.stream)
     m = config.model
     model = build_model(m.backbone, stream.num_classes, stream.input_spec, pretrained=m.pretrained,
-                        checkpoint=m.checkpoint, head_init_std=m.head_init_std, **m.overrides)
+                        checkpoint=m.checkpoint, head_init_std=m.head_init_std, normalize=m.normalize,
+                        **m.overrides)
     pet = None
     if config.pet:
         from clpeft.pet import inject_named_pet
@@ -78,24 +81,44 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     out_dir = Path(out_dir) if out_dir else None
     stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator)
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
-    before = evaluate_stream(strategy.predict_logits, stream, model.head.num_seen, device, eval_bs, eval_seed)
+
+    predict = strategy.predict
+    if config.tta == "lame":
+        predict = with_lame(strategy.predict, lambda: model.head.num_seen, LAMEConfig.from_dict(config.tta_settings))
+
+    def evaluate(predict=predict, order=None):
+        model.eval()  # BatchNorm statistics and dropout as at test time; strategy.train() switches back
+        return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order)
+
+    before = evaluate()
     R, R_task, train_times, eval_times = [], [], [], []
+    R_views: dict[str, list] = {}
     for i, experience in enumerate(stream.train_stream):
         with timer(train_times, device):
             strategy.train(experience)
         with timer(eval_times, device):
-            row = evaluate_stream(strategy.predict_logits, stream, model.head.num_seen, device, eval_bs, eval_seed)
+            row = evaluate()
         R.append(row.accuracy)
         R_task.append(row.accuracy_task_il)
+        for name, accuracy in row.views.items():
+            R_views.setdefault(name, []).append(accuracy)
         if progress:
             seen = row.accuracy[: i + 1]
             print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
         if after_experience is not None:
             after_experience(i, strategy, stream)
     summary = summarize(R, before.counts, before.accuracy)
+    by_order = []
+    if config.tta:  # what test-time adaptation buys, on i.i.d. and non-i.i.d. batch orders, after the last experience
+        for order in EVAL_ORDERS:
+            for name, fn in (("none", strategy.predict), (config.tta, predict)):
+                row = evaluate(fn, order)
+                by_order.append({"eval_order": order, "tta": name, "eval_batch_size": eval_bs,
+                                 "final_accuracy": float(np.average(row.accuracy, weights=row.counts))})
     params = count_parameters(model)
     params["trainable"] = int(sum(p.numel() for p in strategy.trainable_parameters()))
     params["pet"] = int(sum(p.numel() for p in pet.parameters())) if pet is not None else 0
+    params["pet_all_instances"] = int(sum(pet.num_parameters(n) for n in pet.names)) if pet is not None else 0
     results = {
         "schema_version": SCHEMA_VERSION,
         "run_id": config.run_id,
@@ -112,6 +135,11 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         "metrics": summary.as_dict(),
         "parameters": params,
     }
+    if by_order:
+        results["final_accuracy_by_eval_order"] = by_order
+    if R_views:  # e.g. LAE's online and offline experts, each with its own matrix and metrics
+        results["views"] = {name: {"accuracy_matrix": M, "metrics": summarize(M, before.counts, before.accuracy).as_dict()}
+                            for name, M in sorted(R_views.items())}
     runtime = {
         "train_seconds_per_experience": [round(t, 3) for t in train_times],
         "eval_seconds_per_experience": [round(t, 3) for t in eval_times],
@@ -124,3 +152,17 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         write_results(out_dir, results, runtime)
     results["runtime"] = runtime
     return results
+
+
+def run_all(configs: list[RunConfig], out_root: str | Path, log=print) -> list[Path]:
+    """Run each config into ``out_root/RUN_ID`` in turn, skipping runs whose results file exists."""
+    done = []
+    for config in configs:
+        out = Path(out_root) / config.run_id
+        if not (out / "results.json").exists():
+            result = run(config, out_dir=out)
+            views = result.get("views", {})
+            extra = "".join(f" {k}={v['metrics']['final_accuracy']:.3f}" for k, v in views.items())
+            log(f"{config.run_id}: A_T={result['metrics']['final_accuracy']:.3f}{extra}")
+        done.append(out)
+    return done

@@ -41,7 +41,7 @@ def test_eval_batches_are_mixed_and_shuffled_and_cover_everything():
     assert all(len(torch.unique(b[1])) >= 5 for b in batches[:-1])  # a class-sorted order would give 1-2
     assert torch.equal(torch.cat([b[1] for b in s.eval_batches(64, seed=0)]), ys)  # fixed by the seed
     grouped = torch.cat([b[1] for b in s.eval_batches(64, seed=0, order="class_grouped")])
-    assert torch.equal(grouped, torch.sort(grouped).values)
+    assert int((grouped[1:] != grouped[:-1]).sum()) == 9  # each of the 10 classes in one contiguous run
     x, y, e = batches[0]
     assert torch.equal(e, s.experience_of_label(y))
 
@@ -140,3 +140,21 @@ def test_online_sets_without_data_name_the_fix(tmp_path):
         make_stream(StreamConfig(dataset="cub200", n_experiences=2))
     with pytest.raises(ClpeftError, match="unknown stream dataset"):
         make_stream(StreamConfig(dataset="imagenet21k"))
+
+
+@pytest.mark.parametrize("order", ["iid", "class_grouped", "dirichlet"])
+def test_every_eval_order_covers_the_test_set_once(order):
+    s = make_stream(StreamConfig(dataset="digits", n_experiences=5))
+    ys = torch.cat([b[1] for b in s.eval_batches(32, seed=3, order=order)])
+    assert sorted(ys.tolist()) == sorted(s.test_set()[1].tolist())
+
+
+def test_dirichlet_order_sits_between_grouped_and_iid():
+    def classes_per_batch(order, alpha=0.1):
+        s = make_stream(StreamConfig(dataset="digits", n_experiences=5, dirichlet_alpha=alpha))
+        return np.mean([len(torch.unique(b[1])) for b in s.eval_batches(32, seed=0, order=order)][:-1])
+
+    grouped, iid = classes_per_batch("class_grouped"), classes_per_batch("iid")
+    assert grouped < classes_per_batch("dirichlet", 0.1) < classes_per_batch("dirichlet", 100.0) <= iid + 0.5
+    with pytest.raises(ClpeftError, match="dirichlet_alpha"):
+        list(make_stream(StreamConfig(dataset="digits", dirichlet_alpha=0.0)).eval_batches(32, 0, "dirichlet"))

@@ -1,12 +1,13 @@
 """One evaluation pass over the whole test set, filling a row of the accuracy matrix.
 
-Batches are mixed-class and shuffled (``ContinualStream.eval_batches``); predictions are made by
-``predict(x) -> logits`` and split per experience afterwards, so one pass gives the class-IL row
-and the task-IL row (argmax restricted to the sample's own experience's classes).
+Batches are mixed-class and shuffled by default (``ContinualStream.eval_batches``); predictions
+are made by ``predict(x)`` (logits, or a :class:`~clpeft.strategies.base.Prediction` with extra
+named views) and split per experience afterwards, so one pass gives the class-IL row, the task-IL
+row (argmax restricted to the sample's own experience's classes) and a class-IL row per view.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -20,10 +21,11 @@ class EvalRow:
     accuracy: list[float]          # class-IL accuracy per test experience
     accuracy_task_il: list[float]  # task-IL accuracy per test experience (NaN where no head exists yet)
     counts: list[int]              # test samples per experience
+    views: dict = field(default_factory=dict)  # view name → class-IL accuracy per test experience
 
 
 @torch.no_grad()
-def evaluate_stream(predict: Callable[[torch.Tensor], torch.Tensor], stream: ContinualStream, num_seen: int,
+def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: ContinualStream, num_seen: int,
                     device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None) -> EvalRow:
     """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0)."""
     T = stream.n_experiences
@@ -35,11 +37,17 @@ def evaluate_stream(predict: Callable[[torch.Tensor], torch.Tensor], stream: Con
     counts = np.zeros(T, dtype=np.int64)
     starts = torch.tensor([a for a, _ in stream.class_ranges])
     ends = torch.tensor([b for _, b in stream.class_ranges])
+    correct_views: dict[str, np.ndarray] = {}
     for x, y, e in stream.eval_batches(batch_size, seed, order):
         counts += np.bincount(e.numpy(), minlength=T)
-        logits = predict(x.to(device, non_blocking=True)).float().cpu()
+        out = predict(x.to(device, non_blocking=True))
+        logits, views = (out, {}) if isinstance(out, torch.Tensor) else (out.logits, out.views)
+        logits = logits.float().cpu()
         pred = logits[:, :num_seen].argmax(dim=1)
         np.add.at(correct, e.numpy(), (pred == y).numpy())
+        for name, view in views.items():
+            hits = (view.float().cpu()[:, :num_seen].argmax(dim=1) == y).numpy()
+            np.add.at(correct_views.setdefault(name, np.zeros(T)), e.numpy(), hits)
         # task-IL: mask every logit outside the sample's own experience's range
         cols = torch.arange(logits.shape[1]).unsqueeze(0)
         inside = (cols >= starts[e].unsqueeze(1)) & (cols < ends[e].unsqueeze(1))
@@ -48,4 +56,5 @@ def evaluate_stream(predict: Callable[[torch.Tensor], torch.Tensor], stream: Con
     acc = (correct / np.maximum(counts, 1)).tolist()
     acc_ti = [c / n if stream.class_ranges[j][1] <= num_seen else float("nan")
               for j, (c, n) in enumerate(zip(correct_ti, np.maximum(counts, 1)))]
-    return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist())
+    views = {name: (c / np.maximum(counts, 1)).tolist() for name, c in correct_views.items()}
+    return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist(), views=views)

@@ -17,14 +17,15 @@ class InputAdapter(nn.Module):
     backbone sees what it was pretrained on.
     """
 
-    def __init__(self, data: InputSpec, spec: BackboneSpec):
+    def __init__(self, data: InputSpec, spec: BackboneSpec, normalize: bool = True):
         super().__init__()
         self.size = spec.input_size
         self.resize = data.size != spec.input_size
         self.in_chans = spec.in_chans
         self.data_chans = data.channels
-        self.register_buffer("mean", torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        mean, std = (spec.mean, spec.std) if normalize else ((0.0,) * len(spec.mean), (1.0,) * len(spec.std))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resize and x.shape[-1] != self.size:
@@ -53,7 +54,9 @@ class ContinualModel(nn.Module):
 
 
 def build_model(backbone: str, num_classes: int, data: InputSpec, pretrained: bool = True,
-                checkpoint: str | None = None, head_init_std: float | None = None, **overrides) -> ContinualModel:
+                checkpoint: str | None = None, head_init_std: float | None = None, normalize: bool = True,
+                **overrides) -> ContinualModel:
+    """``normalize=False`` feeds [0, 1] pixels unnormalised (LAE's official quirk, kept as a named option)."""
     net, spec = create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, **overrides)
     head = IncrementalHead(net.num_features, num_classes, init_std=head_init_std)
-    return ContinualModel(net, head, InputAdapter(data, spec), spec)
+    return ContinualModel(net, head, InputAdapter(data, spec, normalize), spec)

@@ -75,3 +75,26 @@ class IncrementalHead(DynamicModule):
         if missing:
             parts.append(features.new_full((features.shape[0], missing), UNSEEN_LOGIT))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+@torch.no_grad()
+def align_new_class_norms(head: IncrementalHead, n_old: int) -> float:
+    """Weight Aligning (Zhao et al., 2020): scale the weight rows of classes ≥ ``n_old`` by
+    γ = mean‖w_old‖ / mean‖w_new‖ so new classes stop out-voting old ones by norm alone.
+
+    Biases are left as they are (as PyCIL does). Returns γ (1.0 when there is nothing to align).
+    """
+    if not head.chunks:
+        return 1.0
+    norms = torch.cat([chunk.weight.norm(dim=1) for chunk in head.chunks])
+    if n_old <= 0 or n_old >= len(norms):
+        return 1.0
+    gamma = float(norms[:n_old].mean() / norms[n_old:].mean().clamp_min(1e-12))
+    start = 0
+    for chunk in head.chunks:
+        end = start + chunk.out_features
+        lo = max(start, n_old)
+        if lo < end:
+            chunk.weight[lo - start:] *= gamma
+        start = end
+    return gamma

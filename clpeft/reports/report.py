@@ -21,6 +21,8 @@ COLUMNS = [
 def group_key(r: dict) -> tuple[str, str]:
     cfg = r["config"]
     method = cfg["strategy"] + (f"+{cfg['pet']}" if cfg.get("pet") else "")
+    if cfg.get("options"):  # ablations of one method get their own rows
+        method += " [" + ", ".join(f"{k}={v}" for k, v in sorted(cfg["options"].items())) + "]"
     stream = f"{r['stream']['name']} ({len(r['accuracy_matrix'])} exp, {cfg['model']['backbone']})"
     return stream, method
 
@@ -41,6 +43,11 @@ def aggregate(results: list[dict]) -> dict:
         row["curve"] = (curves.mean(0), curves.std(0))
         row["forgetting_per_exp"] = np.array([per_experience_forgetting(r["accuracy_matrix"]) for r in runs]).mean(0)
         row["trainable"] = runs[0]["parameters"]["trainable"]
+        if all("views" in r for r in runs):
+            row["views"] = {name: {metric: (np.mean([r["views"][name]["metrics"][metric] for r in runs]),
+                                            np.std([r["views"][name]["metrics"][metric] for r in runs]))
+                                   for metric in ("final_accuracy", "average_incremental_accuracy", "forgetting_max")}
+                            for name in runs[0]["views"]}
         times = [r.get("runtime", {}).get("train_seconds_total") for r in runs]
         row["train_s"] = float(np.mean(times)) if all(t is not None for t in times) else None
         table[key] = row
@@ -65,6 +72,15 @@ def markdown_table(table: dict) -> str:
             t = f"{row['train_s']:.1f}" if row["train_s"] is not None else "–"
             lines.append(f"| {method} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {row['trainable']:,} | {t} |")
         lines.append("")
+        with_views = [(method, row) for (s, method), row in table.items() if s == stream and row.get("views")]
+        if with_views:
+            lines += ["Each expert alone (the row above is their combination):", "",
+                      "| method | expert | A_T | Ā | F (max) |", "|---|---|---|---|---|"]
+            for method, row in with_views:
+                for name, m in row["views"].items():
+                    lines.append(f"| {method} | {name} | {_fmt(m['final_accuracy'], 100)} | "
+                                 f"{_fmt(m['average_incremental_accuracy'], 100)} | {_fmt(m['forgetting_max'], 100)} |")
+            lines.append("")
     return "\n".join(lines)
 
 

@@ -8,14 +8,15 @@ What this base adds, each as a named hook a strategy file may override:
   no stale momentum moves frozen weights (an Avalanche pitfall).
 - ``criterion()``: cross-entropy over the logits of the seen classes (``loss_scope="seen"``) or of
   the current experience only (``"current"``); unseen classes never enter the softmax.
-- ``predict_logits(x)``: what evaluation calls (ensembles override it).
+- ``predict(x) -> Prediction``: what evaluation calls: logits, the features feeding the head
+  (for test-time adaptation such as LAME) and any extra named views (e.g. LAE's two experts).
 - a fast in-memory training loader for streams held as tensors, with a seeded shuffle.
 
 Strategies register with ``@register("name")`` and are looked up by name (no ``eval``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import torch
@@ -81,6 +82,16 @@ class TrainSettings:
         return dataclass_from_dict(cls, values, "training setting")
 
 
+@dataclass
+class Prediction:
+    """One batch's evaluation output: ``logits`` decide accuracy; ``features`` are what fed the head;
+    ``views`` are extra named logits recorded alongside (e.g. each expert of an ensemble)."""
+
+    logits: torch.Tensor
+    features: torch.Tensor | None = None
+    views: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
 class TensorBatches:
     """Shuffled mini-batches over in-memory tensors; a new permutation (from ``generator``) per epoch."""
 
@@ -141,7 +152,7 @@ class CLStrategy(SupervisedTemplate):
     def configure(self, **options) -> None:
         """Take per-strategy options; the base has none, so any option is a user error."""
         if options:
-            raise ClpeftError(f"strategy {self.name} has no option {sorted(options)[0]!r}; remove it from the scenario")
+            raise ClpeftError(f"strategy {self.name} has no option {sorted(options)[0]!r}; remove it from the scenario (or --option)")
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         head = list(self.model.head.parameters())
@@ -151,9 +162,13 @@ class CLStrategy(SupervisedTemplate):
             return list(self.pet.parameters()) + head
         return list(self.model.parameters())
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor) -> Prediction:
         with autocast(self._autocast_device, self.amp):
-            return self.model(x)
+            features = self.model.features(x)
+            return Prediction(logits=self.model.head(features), features=features)
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict(x).logits
 
     def loss_range(self) -> tuple[int, int]:
         """Logit columns entering the loss: [0, seen) or the current experience's [start, end)."""

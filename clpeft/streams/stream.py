@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from clpeft.errors import ClpeftError
 from clpeft.streams.datasets import DATASETS, InputSpec
 
-EVAL_ORDERS = ("iid", "class_grouped")
+EVAL_ORDERS = ("iid", "class_grouped", "dirichlet")
 
 
 @dataclass
@@ -39,6 +39,41 @@ class StreamConfig:
     download: bool = False
     image_size: int = 224
     eval_order: str = "iid"
+    dirichlet_alpha: float = 0.1
+
+
+def eval_permutation(labels: torch.Tensor, batch_size: int, order: str, seed: int, alpha: float = 0.1) -> torch.Tensor:
+    """The order in which test samples are met, cut into batches of ``batch_size`` afterwards.
+
+    ``iid``: a seeded shuffle, every batch mixes classes. ``class_grouped``: shuffled, then classes
+    played one after the other (in a seeded random class order) — non-i.i.d. as deployments see it.
+    ``dirichlet``: each batch draws class proportions from Dir(α): α → 0 approaches class-grouped,
+    α → ∞ approaches i.i.d.
+    """
+    if order not in EVAL_ORDERS:
+        raise ClpeftError(f"unknown eval_order {order!r}; use one of {', '.join(EVAL_ORDERS)}")
+    gen = torch.Generator().manual_seed(seed)
+    shuffled = torch.randperm(len(labels), generator=gen)
+    if order == "iid":
+        return shuffled
+    classes = torch.unique(labels)
+    if order == "class_grouped":
+        rank = torch.empty(int(labels.max()) + 1, dtype=torch.long)
+        rank[classes] = torch.randperm(len(classes), generator=gen)
+        return shuffled[torch.argsort(rank[labels[shuffled]], stable=True)]
+    if not alpha > 0:
+        raise ClpeftError(f"dirichlet_alpha must be > 0, got {alpha}")
+    rng = np.random.RandomState(seed)
+    pools = {int(c): shuffled[labels[shuffled] == c].tolist() for c in classes}
+    out: list[int] = []
+    while len(out) < len(labels):
+        live = [c for c in pools if pools[c]]
+        weights = dict(zip(live, rng.dirichlet(np.full(len(live), alpha))))
+        for _ in range(min(batch_size, len(labels) - len(out))):
+            live = [c for c in live if pools[c]]
+            p = np.array([weights[c] for c in live]) + 1e-12
+            out.append(pools[live[rng.choice(len(live), p=p / p.sum())]].pop())
+    return torch.tensor(out)
 
 
 def class_order(num_classes: int, seed: int | None) -> list[int]:
@@ -116,32 +151,21 @@ class ContinualStream:
         return self._test_cache
 
     def eval_batches(self, batch_size: int, seed: int, order: str | None = None) -> Iterator[tuple]:
-        """Batches of (x, y, experience) over the whole test set.
-
-        ``iid``: one shuffled permutation (fixed by ``seed``), so batches mix classes;
-        ``class_grouped``: sorted by class, the order Avalanche's loaders give.
-        """
+        """Batches of (x, y, experience) over the whole test set, in ``order`` (see :func:`eval_permutation`)."""
         order = order or self.config.eval_order
-        if order not in EVAL_ORDERS:
-            raise ClpeftError(f"unknown eval_order {order!r}; use one of {', '.join(EVAL_ORDERS)}")
         cached = self.test_set()
         if cached is not None:
             x, y, e = cached
-            if order == "iid":
-                perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-            else:
-                perm = torch.argsort(y, stable=True)
+            perm = eval_permutation(y, batch_size, order, seed, self.config.dirichlet_alpha)
             for start in range(0, len(y), batch_size):
                 idx = perm[start:start + batch_size]
                 yield x[idx], y[idx], e[idx]
             return
-        dataset = torch.utils.data.ConcatDataset([exp.dataset for exp in self.test_stream])
-        if order == "iid":
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                generator=torch.Generator().manual_seed(seed), num_workers=2)
-        else:
-            loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=2)
-        for batch in loader:
+        datasets = [exp.dataset for exp in self.test_stream]
+        labels = torch.cat([torch.as_tensor(list(d.targets)) for d in datasets]).long()
+        perm = eval_permutation(labels, batch_size, order, seed, self.config.dirichlet_alpha)
+        dataset = torch.utils.data.Subset(torch.utils.data.ConcatDataset(datasets), perm.tolist())
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=2):
             x, y = batch[0], batch[1]
             yield x, y, self.experience_of_label(y)
 
