@@ -48,6 +48,13 @@ def aggregate(results: list[dict]) -> dict:
                                             np.std([r["views"][name]["metrics"][metric] for r in runs]))
                                    for metric in ("final_accuracy", "average_incremental_accuracy", "forgetting_max")}
                             for name in runs[0]["views"]}
+        if all("final_accuracy_by_eval_order" in r for r in runs):
+            cells = defaultdict(list)
+            for r in runs:
+                for e in r["final_accuracy_by_eval_order"]:
+                    cells[(e["eval_order"], e["tta"])].append(e["final_accuracy"])
+            row["by_order"] = {key: (float(np.mean(v)), float(np.std(v))) for key, v in cells.items()}
+            row["eval_batch_size"] = runs[0]["final_accuracy_by_eval_order"][0]["eval_batch_size"]
         times = [r.get("runtime", {}).get("train_seconds_total") for r in runs]
         row["train_s"] = float(np.mean(times)) if all(t is not None for t in times) else None
         table[key] = row
@@ -80,6 +87,19 @@ def markdown_table(table: dict) -> str:
                 for name, m in row["views"].items():
                     lines.append(f"| {method} | {name} | {_fmt(m['final_accuracy'], 100)} | "
                                  f"{_fmt(m['average_incremental_accuracy'], 100)} | {_fmt(m['forgetting_max'], 100)} |")
+            lines.append("")
+        with_orders = [(method, row) for (s, method), row in table.items() if s == stream and row.get("by_order")]
+        if with_orders:
+            keys = list(with_orders[0][1]["by_order"])
+            orders = list(dict.fromkeys(o for o, _ in keys))
+            ttas = list(dict.fromkeys(t for _, t in keys))
+            lines += [f"A_T by test-batch order (batch {with_orders[0][1]['eval_batch_size']}), "
+                      f"without and with test-time adaptation:", "",
+                      "| method | " + " | ".join(f"{o} / {t}" for o in orders for t in ttas) + " |",
+                      "|---|" + "---|" * (len(orders) * len(ttas))]
+            for method, row in with_orders:
+                lines.append(f"| {method} | " + " | ".join(_fmt(row["by_order"].get((o, t), (np.nan, np.nan)), 100)
+                                                            for o in orders for t in ttas) + " |")
             lines.append("")
     return "\n".join(lines)
 

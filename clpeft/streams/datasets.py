@@ -158,10 +158,22 @@ def load_fashion_mnist(root: str | Path | None = None, **_) -> tuple[Dataset, Da
 
 
 # ----------------------------------------------------------------------------- online sets
-def image_transforms(train: bool, size: int = 224):
-    """The usual ViT pipeline: RandomResizedCrop+flip for training, Resize(256/224·size)+CenterCrop for test."""
+AUGMENTATIONS = ("resized_crop", "cifar")
+
+
+def image_transforms(train: bool, size: int = 224, augmentation: str = "resized_crop"):
+    """``resized_crop``: the usual ViT pipeline, RandomResizedCrop+flip for training, Resize(256/224·size)+
+    CenterCrop for test. ``cifar``: PyCIL's CIFAR pipeline at native size, RandomCrop(pad 4)+flip+
+    ColorJitter(brightness 63/255) for training, nothing for test. Normalisation is the backbone's."""
     from torchvision import transforms as T
 
+    if augmentation not in AUGMENTATIONS:
+        raise ClpeftError(f"unknown augmentation {augmentation!r}; use one of {', '.join(AUGMENTATIONS)}")
+    if augmentation == "cifar":
+        if train:
+            return T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(),
+                              T.ColorJitter(brightness=63 / 255), T.ToTensor()])
+        return T.Compose([T.Resize(size), T.ToTensor()]) if size != 32 else T.ToTensor()
     if train:
         return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor()])
     return T.Compose([T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size), T.ToTensor()])
@@ -181,7 +193,8 @@ class _CifarUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_cifar100(root: str | Path | None = None, download: bool = False, image_size: int = 224, **_):
+def load_cifar100(root: str | Path | None = None, download: bool = False, image_size: int = 224,
+                  augmentation: str = "resized_crop", **_):
     """CIFAR-100 from ``root/cifar-100-python`` (torchvision's layout); ``download=True`` fetches it when online."""
     if root is None:
         raise ClpeftError("cifar100 needs a data root; set stream.root in the scenario or pass --data-root DIR")
@@ -200,7 +213,7 @@ def load_cifar100(root: str | Path | None = None, download: bool = False, image_
         with open(path, "rb") as fh:
             entry = _CifarUnpickler(fh, encoding="latin1").load()
         images = torch.from_numpy(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
-        return _CifarImages(images, entry["fine_labels"], image_transforms(train, image_size))
+        return _CifarImages(images, entry["fine_labels"], image_transforms(train, image_size, augmentation))
 
     return read("train", True), read("test", False), InputSpec(channels=3, size=image_size)
 

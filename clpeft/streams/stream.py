@@ -40,6 +40,7 @@ class StreamConfig:
     image_size: int = 224
     eval_order: str = "iid"
     dirichlet_alpha: float = 0.1
+    augmentation: str = "resized_crop"  # or "cifar" (PyCIL's 32-px pipeline); online image sets only
 
 
 def eval_permutation(labels: torch.Tensor, batch_size: int, order: str, seed: int, alpha: float = 0.1) -> torch.Tensor:
@@ -187,7 +188,8 @@ def make_stream(config: StreamConfig) -> ContinualStream:
         raise ClpeftError(f"unknown eval_order {config.eval_order!r}; use one of {', '.join(EVAL_ORDERS)}")
     from avalanche.benchmarks import nc_benchmark
 
-    train, test, spec = DATASETS[config.dataset](root=config.root, download=config.download, image_size=config.image_size)
+    train, test, spec = DATASETS[config.dataset](root=config.root, download=config.download, image_size=config.image_size,
+                                                 augmentation=config.augmentation)
     num_classes = len(set(train.targets))
     sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
     order = class_order(num_classes, config.class_order_seed)

@@ -1,0 +1,99 @@
+"""A class-balanced exemplar memory with iCaRL herding, usable by any strategy.
+
+Budget: ``memory_size`` in total (m = memory_size // seen classes per class, re-cut as classes
+arrive) or ``memory_per_class`` fixed. Selection: herding on L2-normalised, un-augmented features
+of the current model; shrinking keeps each class's earliest herding picks (PyCIL's rule).
+
+It is an Avalanche ``ExemplarsBuffer`` (``update(strategy)``, ``resize``, ``buffer``), so it also
+plugs into Avalanche's ``ReplayPlugin(storage_policy=...)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from avalanche.training.storage_policy import ExemplarsBuffer
+from torch.utils.data import DataLoader
+
+from clpeft.errors import ClpeftError
+
+
+def herding_order(features: torch.Tensor, m: int) -> list[int]:
+    """Indices of the ``m`` samples whose running mean best tracks the class mean (iCaRL), in pick order:
+    step k picks argmin_i ‖μ − (S + φ_i)/k‖ over unpicked i, with φ the L2-normalised features."""
+    phi = F.normalize(features.double(), dim=-1)
+    mu = phi.mean(0)
+    chosen: list[int] = []
+    running = torch.zeros_like(mu)
+    available = torch.ones(len(phi), dtype=torch.bool)
+    for k in range(1, min(m, len(phi)) + 1):
+        dist = ((mu - (running + phi) / k) ** 2).sum(1)
+        dist[~available] = float("inf")
+        i = int(dist.argmin())
+        chosen.append(i)
+        available[i] = False
+        running += phi[i]
+    return chosen
+
+
+class ExemplarMemory(ExemplarsBuffer):
+    """Per-class exemplars as subsets of the experiences' datasets (no copies of the images)."""
+
+    def __init__(self, memory_size: int | None = 2000, memory_per_class: int | None = None, batch_size: int = 256):
+        if (memory_size is None) == (memory_per_class is None):
+            raise ClpeftError("give exactly one of memory_size (total budget) or memory_per_class")
+        if (memory_size if memory_size is not None else memory_per_class) < 1:
+            raise ClpeftError("the exemplar budget must be at least 1")
+        super().__init__(memory_size if memory_size is not None else 0)
+        self.memory_size, self.memory_per_class, self.batch_size = memory_size, memory_per_class, batch_size
+        self.classes: dict[int, object] = {}  # class → Avalanche dataset of its exemplars, herding order
+
+    def per_class(self, n_classes: int) -> int:
+        return self.memory_per_class if self.memory_per_class is not None else self.memory_size // max(1, n_classes)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.classes.values())
+
+    @property
+    def buffer(self):
+        from avalanche.benchmarks.utils import concat_datasets
+
+        parts = [self.classes[c] for c in sorted(self.classes)]
+        return concat_datasets(parts) if parts else concat_datasets([])
+
+    @buffer.setter
+    def buffer(self, value):  # Avalanche's base class assigns an empty buffer on init
+        pass
+
+    def resize(self, strategy, new_size: int):
+        self.memory_size, self.max_size = new_size, new_size
+        self._shrink(self.per_class(len(self.classes)))
+
+    def _shrink(self, m: int) -> None:
+        for c, data in self.classes.items():
+            if len(data) > m:
+                self.classes[c] = data.subset(range(m))
+
+    @torch.no_grad()
+    def update(self, strategy, **kwargs):
+        """After an experience: shrink old classes to the new per-class quota, herd the new classes."""
+        dataset = strategy.experience.dataset.eval()  # test transforms: features without augmentation
+        feats, labels = features_of(strategy.model, dataset, strategy.device, self.batch_size)
+        new = sorted(set(labels.tolist()) - set(self.classes))
+        m = self.per_class(len(self.classes) + len(new))
+        self._shrink(m)
+        for c in new:
+            where = torch.nonzero(labels == c).flatten()
+            picks = where[herding_order(feats[where], m)].tolist()
+            self.classes[c] = strategy.experience.dataset.train().subset(picks)
+
+
+def features_of(model, dataset, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of a dataset in order, model in eval mode, restored afterwards."""
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        feats.append(model.features(batch[0].to(device)).float().cpu())
+        labels.append(torch.as_tensor(batch[1]))
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(labels).long()
