@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -33,9 +33,21 @@ pretrain: setup fashion-mnist
 baselines: setup
 	$(PY) examples/baselines.py --out runs/baselines --report reports/baselines
 
+# Method tables in reports/ (3 seeds each, CPU).
+lae: setup
+	$(PY) examples/lae_table.py
+
+lame: setup
+	$(PY) examples/lame_table.py
+
+wa: setup
+	$(PY) examples/wa_table.py
+
 bench: setup
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/pet_overhead.py
+	$(PY) benchmarks/lae_cost.py
+	$(PY) benchmarks/lame_cost.py
 
 clean:
 	rm -rf runs

@@ -13,34 +13,14 @@ ViT-S/16 at 224 px with PET in blocks 0-4 (target ≤ 2.05×); two full forwards
 """
 import argparse
 import copy
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
 
+from _timing import interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+
 warnings.filterwarnings("ignore")
-
-
-def timed(fn, device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
-def interleaved(runners: dict, rounds: int, device) -> dict:
-    for fn in runners.values():
-        fn()
-    times = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, fn in runners.items():
-            times[name].append(timed(fn, device))
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def lae_setup(backbone: str, batch_size: int, device: str, pet: str = "adapter", train: bool = True):
@@ -96,7 +76,7 @@ def training_ratio(args):
         model.load_state_dict(snapshot)
         strategy.train(exp)
 
-    med = interleaved({"bare": bare_epoch, "lae": lae_epoch}, args.rounds, device)
+    med, _ = interleaved({"bare": bare_epoch, "lae": lae_epoch}, args.rounds, device)
     steps = -(-len(y_all) // args.batch_size)
     print(f"training: tiny ViT + adapter, {len(y_all)} samples, batch {args.batch_size}, {steps} steps/epoch, "
           f"median of {args.rounds} interleaved rounds on {device}")
@@ -130,7 +110,7 @@ def eval_ratio(args, backbone: str, batch: int, label: str):
             b = F.softmax(model(x), -1)
         torch.maximum(a, b)
 
-    med = interleaved({"single": single, "ensemble": ensemble, "two_full": two_full}, args.rounds, device)
+    med, _ = interleaved({"single": single, "ensemble": ensemble, "two_full": two_full}, args.rounds, device)
     print(f"evaluation: {label}, batch {batch}, trunk up to block {strategy.shared.first_block}")
     print(f"  single {med['single'] * 1e3:.1f} ms, ensemble {med['ensemble'] * 1e3:.1f} ms, "
           f"two full forwards {med['two_full'] * 1e3:.1f} ms")

@@ -8,10 +8,11 @@ ViT-S/16 at 224 px, 100 classes, medians of interleaved rounds in one process.
 """
 import argparse
 import statistics
-import time
 import warnings
 
 import torch
+
+from _timing import interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 
@@ -47,21 +48,7 @@ def main():
                 logits, f = forward()
                 return corrected_logits(logits, f, 100, cfg)
 
-            runners = {"forward": forward, "forward+lame": forward_lame}
-            for fn in runners.values():
-                fn()
-            times = {k: [] for k in runners}
-            for _ in range(args.rounds):
-                for k, fn in runners.items():
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    t = time.perf_counter()
-                    fn()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    times[k].append(time.perf_counter() - t)
-            med = {k: statistics.median(v) for k, v in times.items()}
-            results[affinity] = med
+            results[affinity], _ = interleaved({"forward": forward, "forward+lame": forward_lame}, args.rounds, device)
         fwd = statistics.median([m["forward"] for m in results.values()])
         print(f"{backbone}: forward {fwd * 1e3:.1f} ms/batch")
         for affinity, med in results.items():

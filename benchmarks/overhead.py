@@ -8,12 +8,12 @@ epoch; rounds are interleaved and the median epoch time of each is compared. Pri
 """
 import argparse
 import copy
-import statistics
-import time
 import warnings
 
 import torch
 import torch.nn.functional as F
+
+from _timing import interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 
@@ -68,19 +68,7 @@ def main():
         naive.train(exp)
 
     runners = {"bare": bare_epoch, "clpeft": clpeft_epoch, "avalanche_naive": naive_epoch}
-    for fn in runners.values():  # warm-up
-        fn()
-    times = {k: [] for k in runners}
-    for _ in range(args.rounds):
-        for name, fn in runners.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med, times = interleaved(runners, args.rounds, device)
     steps = -(-len(y_all) // args.batch_size)
     print(f"device {device}, {torch.get_num_threads()} threads; tiny ViT (678k params), {len(y_all)} samples, "
           f"batch {args.batch_size}, {steps} steps/epoch, median of {args.rounds} interleaved rounds")

@@ -89,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="train one strategy on one scenario and write results")
     r.add_argument("scenario", help="scenario YAML path or name in scenarios/")
     r.add_argument("--strategy")
-    r.add_argument("--pet", help="PET module: adapter, lora, prefix, prompt, supermask")
+    r.add_argument("--pet", help="PET module: adapter, lora, prefix, prompt, supermask (none: no PET)")
     r.add_argument("--tta", help="test-time adaptation at evaluation: lame (also reports every eval order with/without it)")
     r.add_argument("--eval-order", choices=["iid", "class_grouped", "dirichlet"], help="order of test batches")
     r.add_argument("--seed", type=int)

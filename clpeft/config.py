@@ -131,6 +131,8 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
     if "class_order_seed" not in stream_values:
         stream_values["class_order_seed"] = seed
     pet = pet or per_strategy.get("pet")
+    if pet == "none":  # explicitly no PET, even where the scenario gives the strategy one
+        pet = None
     pet_settings = {}
     if pet:
         from clpeft.pet import PET_TYPES

@@ -23,7 +23,7 @@ configs = []
 for seed in args.seeds:
     for align in (True, False):
         configs.append(resolve(scenario, strategy="wa", pet="adapter", seed=seed, overrides={"options": {"align": align}}))
-        configs.append(resolve(scenario, strategy="wa", seed=seed, overrides={**RESNET, "options": {"align": align}}))
+        configs.append(resolve(scenario, strategy="wa", pet="none", seed=seed, overrides={**RESNET, "options": {"align": align}}))
 run_all(configs, args.out, log=lambda line: print(line, flush=True))
 build_report([args.out], args.report, title="Weight Aligning on the digits stream",
              notes="Produced by `make wa` (examples/wa_table.py) on the CPU machine. WA with PyCIL's rules (herding "
