@@ -90,7 +90,7 @@ def lame_assignments(probs: torch.Tensor, features: torch.Tensor, config: LAMECo
         pairwise = config.lam * (W @ Y)
         Y = F.softmax(-unary + pairwise, dim=-1)
         energy = float((unary * Y - pairwise * Y + Y * torch.log(Y.clamp_min(1e-20))).sum())
-        if step > 1 and previous is not None and abs(energy - previous) <= config.tol * abs(previous):
+        if step > 1 and abs(energy - previous) <= config.tol * abs(previous):
             break
         previous = energy
     return Y

@@ -45,13 +45,12 @@ class LAE(CLStrategy):
             raise ClpeftError(f"ema_per_experience must be in [0, 1) (fraction of the offline PET kept per experience), got {ema_per_experience}")
         if pet_warmup_epochs is not None and pet_warmup_epochs < 0:
             raise ClpeftError(f"pet_warmup_epochs must be ≥ 0, got {pet_warmup_epochs}")
-        self.ema_decay = ema_decay
         self.ema_per_experience = ema_per_experience
         self.align_heads = align_heads
         epochs = self.settings.epochs
         self.pet_warmup_epochs = round(0.6 * epochs) if pet_warmup_epochs is None else pet_warmup_epochs
         self.online = self.pet.active
-        self.decay = ema_decay
+        self.decay = ema_decay  # per step; replaced per experience when ema_per_experience is set
         self._shared: SharedTrunk | None = None
         self.experience_index = -1
         self.gammas: list[float] = []

@@ -13,7 +13,6 @@ ablation that shows what the aligning step buys. Settings: ``shared/specs/wa.md`
 from __future__ import annotations
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -67,11 +66,10 @@ class WeightAligning(CLStrategy):
         super()._before_training_exp(**kwargs)
 
     def make_optimizer(self, **kwargs):
-        decay = self.settings.weight_decay
-        if self.is_first and self.first_weight_decay is not None:
-            self.settings = dataclasses.replace(self.settings, weight_decay=self.first_weight_decay)
         super().make_optimizer(**kwargs)
-        self.settings = dataclasses.replace(self.settings, weight_decay=decay)
+        if self.is_first and self.first_weight_decay is not None:
+            for group in self.optimizer.param_groups:
+                group["weight_decay"] = self.first_weight_decay
         milestones = (self.first_milestones if self.is_first and self.first_milestones else self.milestones) or []
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=self.lr_decay)
 
