@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from clpeft.config import RunConfig
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import evaluate_stream
-from clpeft.evaluation.lame import LAMEConfig, with_lame
+from clpeft.evaluation.lame import AFFINITIES, LAMEConfig, with_lame
 from clpeft.evaluation.metrics import summarize
 from clpeft.models.continual_model import build_model
 from clpeft.reports.results import SCHEMA_VERSION, package_versions, write_results
@@ -71,6 +72,15 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     return stream, model, pet, strategy, device
 
 
+def tta_variants(config: RunConfig, strategy, model) -> list[tuple[str, object]]:
+    """The other LAME affinities on the same final model, named ``lame[affinity=…]``: the choice of
+    affinity decides whether LAME hurts on i.i.d. batches, and evaluating it costs no training."""
+    configured = LAMEConfig.from_dict(config.tta_settings)
+    return [(f"lame[affinity={affinity}]",
+             with_lame(strategy.predict, lambda: model.head.num_seen, replace(configured, affinity=affinity)))
+            for affinity in AFFINITIES if affinity != configured.affinity]
+
+
 def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
         evaluator=None, after_experience=None) -> dict:
     """Train on every experience, evaluate on the whole test set after each, write results atomically.
@@ -88,11 +98,13 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
 
     def evaluate(predict=predict, order=None):
         model.eval()  # BatchNorm statistics and dropout as at test time; strategy.train() switches back
-        return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order)
+        given_task = strategy.predict_given_task if strategy.task_conditioned else None
+        return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order, given_task)
 
     before = evaluate()
     R, R_task, train_times, eval_times = [], [], [], []
     R_views: dict[str, list] = {}
+    R_routing: list[list[float]] = []  # share of each experience's test samples routed to it (task inference)
     for i, experience in enumerate(stream.train_stream):
         with timer(train_times, device):
             strategy.train(experience)
@@ -102,6 +114,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         R_task.append(row.accuracy_task_il)
         for name, accuracy in row.views.items():
             R_views.setdefault(name, []).append(accuracy)
+        if row.task_inference is not None:
+            R_routing.append(row.task_inference)
         if progress:
             seen = row.accuracy[: i + 1]
             print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
@@ -110,8 +124,9 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     summary = summarize(R, before.counts, before.accuracy)
     by_order = []
     if config.tta:  # what test-time adaptation buys, on i.i.d. and non-i.i.d. batch orders, after the last experience
+        variants = [("none", strategy.predict), (config.tta, predict)] + tta_variants(config, strategy, model)
         for order in EVAL_ORDERS:
-            for name, fn in (("none", strategy.predict), (config.tta, predict)):
+            for name, fn in variants:
                 row = evaluate(fn, order)
                 by_order.append({"eval_order": order, "tta": name, "eval_batch_size": eval_bs,
                                  "final_accuracy": float(np.average(row.accuracy, weights=row.counts))})
@@ -137,6 +152,13 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     }
     if by_order:
         results["final_accuracy_by_eval_order"] = by_order
+    if R_routing:
+        results["task_inference_matrix"] = R_routing
+        final = np.array(R_routing[-1])
+        results["metrics"]["final_task_inference"] = float(np.average(final, weights=before.counts))
+    extra = strategy.summary()
+    if extra:
+        results["strategy_summary"] = extra
     if R_views:  # e.g. LAE's online and offline experts, each with its own matrix and metrics
         results["views"] = {name: {"accuracy_matrix": M, "metrics": summarize(M, before.counts, before.accuracy).as_dict()}
                             for name, M in sorted(R_views.items())}

@@ -105,8 +105,11 @@ def test_run_with_lame_reports_every_eval_order_with_and_without(fast_scenario):
     fast_scenario["train"]["eval_batch_size"] = 50  # the last batch is partial
     results = run(resolve(fast_scenario, strategy="linear_probe", tta="lame"))
     rows = results["final_accuracy_by_eval_order"]
+    ttas = ("none", "lame", "lame[affinity=knn]", "lame[affinity=linear]")  # configured rbf, then the others
     assert {(r["eval_order"], r["tta"]) for r in rows} == {(o, t) for o in ("iid", "class_grouped", "dirichlet")
-                                                          for t in ("none", "lame")}
+                                                          for t in ttas}
+    none = {r["eval_order"]: r["final_accuracy"] for r in rows if r["tta"] == "none"}
+    assert len(set(none.values())) == 1  # without adaptation the batch order cannot matter
     iid_lame = next(r for r in rows if r["eval_order"] == "iid" and r["tta"] == "lame")
     assert iid_lame["final_accuracy"] == pytest.approx(results["metrics"]["final_accuracy"])
     assert all(0.0 <= r["final_accuracy"] <= 1.0 for r in rows)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from clpeft.errors import ClpeftError
+from clpeft.pet.layers import SupermaskLayer, TaskNormLayer
 from clpeft.pet import (AdapterConfig, LoRAConfig, PrefixConfig, PromptConfig, SupermaskConfig, inject_named_pet,
                         inject_pet)
 
@@ -327,6 +328,57 @@ def test_supermask_on_conv_and_signed_constant_init():
     with ctl.using("task1"):
         b = conv(x)
     assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)),
+    lambda: make_effnet(),  # timm's BatchNormAct2d (activation inside the norm layer)
+])
+def test_supermask_keeps_batchnorm_statistics_per_task(make):
+    torch.manual_seed(0)
+    model = make()
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    ctl = inject_pet(model, SupermaskConfig(sparsity_kept=0.5))
+    ctl.add("task1")
+    norms = [layer for layer in ctl.layers.values() if isinstance(layer, TaskNormLayer)]
+    assert len(norms) == n_bn > 0  # every BatchNorm gets per-task statistics
+    before = [layer.instances["default"].running_mean.clone() for layer in norms]
+    model.train()
+    with ctl.using("task1"):
+        model(torch.randn(4, 3, 32, 32) * 3 + 1)  # only task1's statistics may move
+    assert all(torch.equal(layer.instances["default"].running_mean, b) for layer, b in zip(norms, before))
+    assert any(not torch.equal(layer.instances["task1"].running_mean, b) for layer, b in zip(norms, before))
+    model.eval()
+    x = torch.randn(2, 3, 32, 32)
+    with ctl.using("default"):
+        a = model(x)
+    with ctl.using("task1"):
+        b = model(x)
+    assert torch.isfinite(a).all() and not torch.allclose(a, b)
+
+
+def test_supermask_superposition_with_one_hot_weights_equals_each_mask():
+    """Bank mode mixes per-sample outputs of each mask (SupSup's superposition): one-hot rows = that mask."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5))
+    model(torch.randn(1, 3, 6, 6))
+    ctl = inject_pet(model, SupermaskConfig(sparsity_kept=0.4))
+    ctl.add("task1")
+    model.eval()
+    x = torch.randn(3, 3, 6, 6)
+    with ctl.using("default"):
+        a = model(x)
+    with ctl.using("task1"):
+        b = model(x)
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    with ctl.mixing(["default", "task1"], weights):
+        mixed = model(x)
+    assert torch.allclose(mixed, torch.stack([a[0], b[1], a[2]]), atol=1e-6)
+    for layer in ctl.layers.values():  # a cached mask gives the same forward as the live top-k
+        if isinstance(layer, SupermaskLayer):
+            live = layer.mask("task1").clone()
+            layer.freeze("task1")
+            assert torch.equal(layer.mask("task1"), live)
 
 
 @pytest.mark.parametrize("bad,match", [

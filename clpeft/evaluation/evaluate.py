@@ -22,12 +22,16 @@ class EvalRow:
     accuracy_task_il: list[float]  # task-IL accuracy per test experience (NaN where no head exists yet)
     counts: list[int]              # test samples per experience
     views: dict = field(default_factory=dict)  # view name → class-IL accuracy per test experience
+    task_inference: list | None = None  # share of samples routed to their own experience (methods that infer it)
 
 
 @torch.no_grad()
 def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: ContinualStream, num_seen: int,
-                    device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None) -> EvalRow:
-    """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0)."""
+                    device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None,
+                    predict_given_task: Callable | None = None) -> EvalRow:
+    """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0).
+    ``predict_given_task(x, task_ids)``: task-IL logits of a model conditioned on the true experience
+    (e.g. its mask); without it the task-IL row restricts the class-IL logits."""
     T = stream.n_experiences
     if num_seen == 0:  # nothing can be predicted: count the test sets without loading them
         counts = [len(exp.dataset) for exp in stream.test_stream]
@@ -38,9 +42,12 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
     starts = torch.tensor([a for a, _ in stream.class_ranges])
     ends = torch.tensor([b for _, b in stream.class_ranges])
     correct_views: dict[str, np.ndarray] = {}
+    routed = None
+    learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)
     for x, y, e in stream.eval_batches(batch_size, seed, order):
         counts += np.bincount(e.numpy(), minlength=T)
-        out = predict(x.to(device, non_blocking=True))
+        x = x.to(device, non_blocking=True)
+        out = predict(x)
         logits, views = (out, {}) if isinstance(out, torch.Tensor) else (out.logits, out.views)
         logits = logits.float().cpu()
         pred = logits[:, :num_seen].argmax(dim=1)
@@ -48,13 +55,24 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
         for name, view in views.items():
             hits = (view.float().cpu()[:, :num_seen].argmax(dim=1) == y).numpy()
             np.add.at(correct_views.setdefault(name, np.zeros(T)), e.numpy(), hits)
+        if getattr(out, "task", None) is not None:
+            routed = np.zeros(T) if routed is None else routed
+            np.add.at(routed, e.numpy(), (out.task.cpu() == e).numpy())
         # task-IL: mask every logit outside the sample's own experience's range
+        if predict_given_task is not None:
+            own = e.clamp_max(learned - 1)  # experiences without a head yet are scored NaN below
+            logits = predict_given_task(x, own.to(device)).float().cpu()
         cols = torch.arange(logits.shape[1]).unsqueeze(0)
         inside = (cols >= starts[e].unsqueeze(1)) & (cols < ends[e].unsqueeze(1))
         pred_ti = logits.masked_fill(~inside, float("-inf")).argmax(dim=1)
         np.add.at(correct_ti, e.numpy(), (pred_ti == y).numpy())
-    acc = (correct / np.maximum(counts, 1)).tolist()
-    acc_ti = [c / n if stream.class_ranges[j][1] <= num_seen else float("nan")
-              for j, (c, n) in enumerate(zip(correct_ti, np.maximum(counts, 1)))]
-    views = {name: (c / np.maximum(counts, 1)).tolist() for name, c in correct_views.items()}
-    return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist(), views=views)
+    n = np.maximum(counts, 1)
+    acc = (correct / n).tolist()
+    acc_ti = [c / m if stream.class_ranges[j][1] <= num_seen else float("nan") for j, (c, m) in enumerate(zip(correct_ti, n))]
+    views = {name: (c / n).tolist() for name, c in correct_views.items()}
+    task_inference = None
+    if routed is not None:
+        task_inference = [r / m if stream.class_ranges[j][1] <= num_seen else float("nan")
+                          for j, (r, m) in enumerate(zip(routed, n))]
+    return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist(), views=views,
+                   task_inference=task_inference)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from clpeft.errors import ClpeftError
-from clpeft.models import cifar_resnet  # noqa: F401 - registers resnet32_cifar with timm
+from clpeft.models import cifar_resnet, lenet  # noqa: F401 - register resnet32_cifar and lenet_300_100 with timm
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -54,6 +54,10 @@ BACKBONES: dict[str, BackboneSpec] = {
     "resnet32": BackboneSpec(
         timm_name="resnet32_cifar", input_size=32, in_chans=3, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
         weights=None, description="CIFAR ResNet-32 (PyCIL's WA backbone), trained from scratch",
+    ),
+    "lenet": BackboneSpec(
+        timm_name="lenet_300_100", input_size=28, in_chans=1, mean=(0.5,), std=(0.5,), weights=None,
+        description="LeNet-300-100 MLP (SupSup/ExSSNeT's MNIST network), no biases, from scratch",
     ),
     "efficientnet_lite0": BackboneSpec(
         timm_name="tf_efficientnet_lite0", input_size=224, in_chans=3, weights="efficientnet_lite0_package",

@@ -87,10 +87,12 @@ class SupermaskConfig(PETConfig):
     ``sparsity_kept``: fraction of each layer's weights kept (ExSSNeT's ``sparsity``, default 0.1).
     ``blocks``/``targets``: which layers; ``blocks=None`` with no targets masks every Linear and Conv2d.
     ``signed_constant``: re-initialise the masked weights to ±sqrt(2/fan_in) (ExSSNeT's init).
+    ``task_norm``: BatchNorm layers in scope keep running statistics per instance (ExSSNeT's per-task BN).
     """
 
     sparsity_kept: float = 0.1
     signed_constant: bool = False
+    task_norm: bool = True
     blocks: tuple | list | None = None
     kind = "supermask"
 

@@ -12,7 +12,7 @@ from clpeft.errors import ClpeftError
 from clpeft.pet.config import (PET_TYPES, AdapterConfig, LoRAConfig, PETConfig, PrefixConfig, PromptConfig,
                                SupermaskConfig)
 from clpeft.pet.layers import (AdapterLayer, LoRALayer, PETLayer, PrefixAttentionLayer, PromptAttentionLayer,
-                               Routing, SupermaskLayer)
+                               Routing, SupermaskLayer, TaskNormLayer)
 
 
 # ------------------------------------------------------------------------------ model families
@@ -78,9 +78,10 @@ def default_targets(model: nn.Module, config: PETConfig) -> list[str]:
     names = []
     if kind == "supermask":
         scope = [("", model)] if config.blocks is None or fam == "unknown" else selected_blocks(model, fam, config.blocks)
+        kinds = (nn.Linear, nn.Conv2d) + ((nn.modules.batchnorm._BatchNorm,) if config.task_norm else ())
         for prefix, module in scope:
             for n, m in module.named_modules():
-                if isinstance(m, (nn.Linear, nn.Conv2d)) and not isinstance(m, PETLayer):
+                if isinstance(m, kinds) and not isinstance(m, PETLayer):
                     names.append(".".join(p for p in (prefix, n) if p))
         return names
     for prefix, block in selected_blocks(model, fam, config.blocks):
@@ -154,6 +155,8 @@ def build_layer(model: nn.Module, name: str, module: nn.Module, config: PETConfi
         return PromptAttentionLayer(module, routing, config.length, dim, config.scale,
                                     position=int(getattr(model, "num_prefix_tokens", 1)))
     if isinstance(config, SupermaskConfig):
+        if isinstance(inner, nn.modules.batchnorm._BatchNorm):
+            return TaskNormLayer(module, routing)
         return SupermaskLayer(module, routing, config.sparsity_kept, config.signed_constant)
     raise ClpeftError(f"unknown PET config {type(config).__name__}")
 

@@ -371,14 +371,21 @@ class TopKMask(torch.autograd.Function):
 
 
 class MaskScores(nn.Module):
+    """One instance's edge-popup scores; ``frozen`` caches its binary mask once the scores stop training."""
+
     def __init__(self, shape: torch.Size, fan_in: int):
         super().__init__()
         bound = 1.0 / math.sqrt(fan_in)
         self.scores = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.register_buffer("frozen", None)
 
 
 class SupermaskLayer(PETLayer):
-    """``w_eff = weight ⊙ mask(scores_task)`` on a Linear or Conv2d; no instance active = the base layer."""
+    """``w_eff = weight ⊙ mask(scores_task)`` on a Linear or Conv2d; no instance active = the base layer.
+
+    Bank mode (``mixing``) is the superposition SupSup infers tasks with: sample ``b`` gets
+    ``Σ_k α_bk · (weight ⊙ M_k) x_b``, computed as one output per mask mixed per sample.
+    """
 
     def __init__(self, base, routing, sparsity_kept: float, signed_constant: bool):
         super().__init__(base, routing)
@@ -395,17 +402,92 @@ class SupermaskLayer(PETLayer):
     def new_instance(self):
         return MaskScores(self.base.weight.shape, self.fan_in)
 
+    def _mask_of(self, inst: MaskScores) -> torch.Tensor:
+        if inst.frozen is not None:
+            return inst.frozen.to(self.base.weight.dtype)
+        return TopKMask.apply(inst.scores.abs(), self.sparsity_kept)
+
     def mask(self, name: str) -> torch.Tensor:
-        return TopKMask.apply(self.instances[name].scores.abs(), self.sparsity_kept)
+        return self._mask_of(self.instances[name])
+
+    @torch.no_grad()
+    def freeze(self, name: str) -> None:
+        """Cache instance ``name``'s binary mask (its scores no longer train): no top-k per forward."""
+        inst = self.instances[name]
+        inst.frozen = None
+        inst.frozen = self._mask_of(inst).bool()
+
+    def _forward_with(self, x, w):
+        b = self.base
+        if type(b) is nn.Linear:
+            return F.linear(x, w, b.bias)
+        if type(b) is nn.Conv2d and b.padding_mode == "zeros":
+            return F.conv2d(x, w, b.bias, b.stride, b.padding, b.dilation, b.groups)
+        # subclasses with their own forward (timm's Conv2dSame pads at run time): their forward, our weight
+        return torch.func.functional_call(b, {"weight": w}, (x,))
 
     def forward(self, x):
         how = self.route()
         if how is None:
             return self.base(x)
-        if how[0] != "single":
-            raise ClpeftError("supermasks have no bank mode; activate one mask at a time")
-        w = self.base.weight * TopKMask.apply(how[1].scores.abs(), self.sparsity_kept)
+        if how[0] == "single":
+            return self._forward_with(x, self.base.weight * self._mask_of(how[1]))
+        instances, weights = how[1]
+        out = 0
+        for k, inst in enumerate(instances):
+            y = self._forward_with(x, self.base.weight * self._mask_of(inst))
+            out = out + weights[:, k].to(y.dtype).view(-1, *([1] * (y.dim() - 1))) * y
+        return out
+
+
+class NormStatistics(nn.Module):
+    """One instance's BatchNorm running statistics (no parameters: the affine part stays shared and frozen)."""
+
+    def __init__(self, running_mean: torch.Tensor, running_var: torch.Tensor):
+        super().__init__()
+        self.register_buffer("running_mean", running_mean.detach().clone())
+        self.register_buffer("running_var", running_var.detach().clone())
+        self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
+
+
+class TaskNormLayer(PETLayer):
+    """Per-instance BatchNorm statistics (ExSSNeT's per-task non-affine BN) around a stock BatchNorm.
+
+    A new instance starts from the base layer's statistics (fresh for a net trained from scratch,
+    the pretrained ones otherwise); only the active instance's statistics move, and only in train
+    mode, so a finished task's normalisation never changes. The base's affine weights (if any) are
+    applied unchanged; timm's ``BatchNormAct2d`` keeps its activation. Bank mode mixes the
+    per-instance outputs per sample.
+    """
+
+    def __init__(self, base, routing):
+        super().__init__(base, routing)
+        if not isinstance(base, nn.modules.batchnorm._BatchNorm) or not base.track_running_stats:
+            raise ClpeftError(f"per-task statistics need a BatchNorm with running statistics, not {type(base).__name__}")
+
+    def new_instance(self):
+        return NormStatistics(self.base.running_mean, self.base.running_var)
+
+    def _forward_with(self, x, stats: NormStatistics):
         b = self.base
-        if isinstance(b, nn.Linear):
-            return F.linear(x, w, b.bias)
-        return F.conv2d(x, w, b.bias, b.stride, b.padding, b.dilation, b.groups)
+        if self.training:
+            stats.num_batches_tracked.add_(1)
+        momentum = b.momentum if b.momentum is not None else 1.0 / float(stats.num_batches_tracked.clamp_min(1))
+        y = F.batch_norm(x, stats.running_mean, stats.running_var, b.weight, b.bias, self.training, momentum, b.eps)
+        for extra in ("drop", "act"):  # timm's BatchNormAct2d
+            if hasattr(b, extra):
+                y = getattr(b, extra)(y)
+        return y
+
+    def forward(self, x):
+        how = self.route()
+        if how is None:
+            return self.base(x)
+        if how[0] == "single":
+            return self._forward_with(x, how[1])
+        instances, weights = how[1]
+        out = 0
+        for k, stats in enumerate(instances):
+            y = self._forward_with(x, stats)
+            out = out + weights[:, k].to(y.dtype).view(-1, *([1] * (y.dim() - 1))) * y
+        return out

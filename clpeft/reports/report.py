@@ -90,16 +90,17 @@ def markdown_table(table: dict) -> str:
             lines.append("")
         with_orders = [(method, row) for (s, method), row in table.items() if s == stream and row.get("by_order")]
         if with_orders:
-            keys = list(with_orders[0][1]["by_order"])
+            keys = [k for _, row in with_orders for k in row["by_order"]]
             orders = list(dict.fromkeys(o for o, _ in keys))
             ttas = list(dict.fromkeys(t for _, t in keys))
             lines += [f"A_T by test-batch order (batch {with_orders[0][1]['eval_batch_size']}), "
-                      f"without and with test-time adaptation:", "",
-                      "| method | " + " | ".join(f"{o} / {t}" for o in orders for t in ttas) + " |",
-                      "|---|" + "---|" * (len(orders) * len(ttas))]
+                      f"without and with test-time adaptation (same trained model and batches in a row):", "",
+                      "| method | batch order | " + " | ".join(ttas) + " |",
+                      "|---|---|" + "---|" * len(ttas)]
             for method, row in with_orders:
-                lines.append(f"| {method} | " + " | ".join(_fmt(row["by_order"].get((o, t), (np.nan, np.nan)), 100)
-                                                            for o in orders for t in ttas) + " |")
+                for o in orders:
+                    lines.append(f"| {method} | {o} | " + " | ".join(
+                        _fmt(row["by_order"][(o, t)], 100) if (o, t) in row["by_order"] else "–" for t in ttas) + " |")
             lines.append("")
     return "\n".join(lines)
 

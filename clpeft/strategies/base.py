@@ -85,11 +85,13 @@ class TrainSettings:
 @dataclass
 class Prediction:
     """One batch's evaluation output: ``logits`` decide accuracy; ``features`` are what fed the head;
-    ``views`` are extra named logits recorded alongside (e.g. each expert of an ensemble)."""
+    ``views`` are extra named logits recorded alongside (e.g. each expert of an ensemble); ``task``
+    is the experience each sample was routed to, for methods that infer it (scored as task inference)."""
 
     logits: torch.Tensor
     features: torch.Tensor | None = None
     views: dict[str, torch.Tensor] = field(default_factory=dict)
+    task: torch.Tensor | None = None
 
 
 class TensorBatches:
@@ -169,6 +171,17 @@ class CLStrategy(SupervisedTemplate):
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x).logits
+
+    def summary(self) -> dict:
+        """Method-specific facts to record in the results file (e.g. mask overlaps); none by default."""
+        return {}
+
+    #: True when the model itself changes with the task (a mask or expert per experience): task-IL
+    #: evaluation then calls ``predict_given_task`` with each sample's true experience.
+    task_conditioned = False
+
+    def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        raise ClpeftError(f"strategy {self.name} does not condition its model on the task id")
 
     def loss_range(self) -> tuple[int, int]:
         """Logit columns entering the loss: [0, seen) or the current experience's [start, end)."""

@@ -100,3 +100,7 @@ class WeightAligning(CLStrategy):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         super()._after_training_exp(**kwargs)
+
+    def summary(self) -> dict:
+        """γ of each aligning step (old mean norm / new mean norm) and the exemplars kept per class."""
+        return {"gammas": list(self.gammas), "exemplars_per_class": {int(c): len(d) for c, d in self.memory.classes.items()}}
