@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -43,11 +43,15 @@ lame: setup
 wa: setup
 	$(PY) examples/wa_table.py
 
+exssnet: setup
+	$(PY) examples/exssnet_table.py
+
 bench: setup
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/pet_overhead.py
 	$(PY) benchmarks/lae_cost.py
 	$(PY) benchmarks/lame_cost.py
+	$(PY) benchmarks/exssnet_cost.py
 
 clean:
 	rm -rf runs

@@ -20,6 +20,8 @@ def cmd_run(args) -> int:
         overrides["stream"]["root"] = args.data_root
     if args.checkpoint:
         overrides["model"]["checkpoint"] = args.checkpoint
+    if args.backbone:
+        overrides["model"]["backbone"] = args.backbone
     if args.eval_order:
         overrides["stream"]["eval_order"] = args.eval_order
     config = resolve(scenario, strategy=args.strategy, pet=args.pet, seed=args.seed, device=args.device,
@@ -95,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     r.add_argument("--device", default="cpu")
     r.add_argument("--amp", choices=["bf16", "off"])
+    r.add_argument("--backbone", help="override the scenario's backbone (a timm name or one of `clpeft list`)")
     r.add_argument("--epochs", type=int, help="override the scenario's epochs")
     r.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (repeatable), e.g. ema_decay=0.999")
     r.add_argument("--data-root", help="folder with the data set (online data sets)")

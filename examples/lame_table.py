@@ -19,7 +19,7 @@ parser.add_argument("--report", default="reports/lame")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
 parser.add_argument("--scenarios", nargs="+", default=["digits_b0_inc2"])
 parser.add_argument("--strategies", nargs="+",
-                    default=["finetune", "linear_probe", "prototype", "replay", "lae"])
+                    default=["finetune", "joint", "linear_probe", "prototype", "ewc", "lwf", "replay", "lae", "wa"])
 parser.add_argument("--eval-batch-size", type=int, default=64)
 args = parser.parse_args()
 

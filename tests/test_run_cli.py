@@ -44,6 +44,21 @@ def test_same_seed_gives_an_identical_results_file_and_a_report(tmp_path, scenar
     assert (report / "index.html").read_text().startswith("<!doctype html>")
 
 
+def test_supsup_from_the_command_line_reports_task_il_and_task_inference(tmp_path, scenario_file):
+    out = tmp_path / "supsup"
+    for k in range(2):
+        assert main(["run", str(scenario_file), "--strategy", "supsup", "--pet", "supermask", "--backbone", "lenet",
+                     "--seed", "0", "--out", str(out / str(k)), "--quiet"]) == 0
+    a, b = ((out / str(k) / "results.json").read_bytes() for k in range(2))
+    assert a == b  # deterministic, task inference included
+    results = json.loads(a)
+    assert results["config"]["model"]["backbone"] == "lenet" and len(results["task_inference_matrix"]) == 3
+    assert results["strategy_summary"]["variant"] == "supsup"
+    assert main(["report", str(out / "0"), "-o", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "index.md").read_text()
+    assert "| supsup+supermask | " in text and "task inference" in text
+
+
 def _error_run(capsys, args):
     code = main(args)
     err = capsys.readouterr().err.strip().splitlines()

@@ -27,6 +27,24 @@ def group_key(r: dict) -> tuple[str, str]:
     return stream, method
 
 
+def task_il_metrics(runs: list[dict]) -> dict[str, list[float]]:
+    """Per run: final task-IL accuracy and its max-forgetting, and (methods that infer the task) the
+    share of test samples routed to their own experience and the last mask's overlap with earlier ones."""
+    out: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        R = np.array(r["accuracy_matrix_task_il"], dtype=float)
+        counts = np.array(r["test_samples"], dtype=float)
+        out["final"].append(float(np.average(R[-1], weights=counts)))
+        if len(R) > 1:
+            out["forgetting_max"].append(float(np.mean(np.nanmax(R[:-1, :-1], axis=0) - R[-1, :-1])))
+        if "task_inference_matrix" in r:
+            out["task_inference"].append(r["metrics"]["final_task_inference"])
+        overlap = r.get("strategy_summary", {}).get("mask_overlap")
+        if overlap:
+            out["mask_overlap_last"].append(overlap[-1])
+    return out
+
+
 def aggregate(results: list[dict]) -> dict:
     groups: dict = defaultdict(list)
     for r in results:
@@ -55,6 +73,7 @@ def aggregate(results: list[dict]) -> dict:
                     cells[(e["eval_order"], e["tta"])].append(e["final_accuracy"])
             row["by_order"] = {key: (float(np.mean(v)), float(np.std(v))) for key, v in cells.items()}
             row["eval_batch_size"] = runs[0]["final_accuracy_by_eval_order"][0]["eval_batch_size"]
+        row["task_il"] = {key: (float(np.mean(v)), float(np.std(v))) for key, v in task_il_metrics(runs).items()}
         times = [r.get("runtime", {}).get("train_seconds_total") for r in runs]
         row["train_s"] = float(np.mean(times)) if all(t is not None for t in times) else None
         table[key] = row
@@ -87,6 +106,18 @@ def markdown_table(table: dict) -> str:
                 for name, m in row["views"].items():
                     lines.append(f"| {method} | {name} | {_fmt(m['final_accuracy'], 100)} | "
                                  f"{_fmt(m['average_incremental_accuracy'], 100)} | {_fmt(m['forgetting_max'], 100)} |")
+            lines.append("")
+        rows = [(method, row) for (s, method), row in table.items() if s == stream]
+        if any("task_inference" in row["task_il"] for _, row in rows):
+            lines += ["Task-incremental (task id given) next to class-incremental; task inference = share of test "
+                      "samples routed to their own experience; overlap = share of the last mask inside earlier masks:", "",
+                      "| method | task-IL A_T | task-IL F (max) | class-IL A_T | task inference | overlap |",
+                      "|---|---|---|---|---|---|"]
+            for method, row in rows:
+                ti = row["task_il"]
+                cell = lambda key: _fmt(ti[key], 100) if key in ti else "–"  # noqa: E731
+                lines.append(f"| {method} | {cell('final')} | {cell('forgetting_max')} | "
+                             f"{_fmt(row['final_accuracy'], 100)} | {cell('task_inference')} | {cell('mask_overlap_last')} |")
             lines.append("")
         with_orders = [(method, row) for (s, method), row in table.items() if s == stream and row.get("by_order")]
         if with_orders:

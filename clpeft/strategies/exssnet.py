@@ -243,15 +243,6 @@ class ExSSNeT(CLStrategy):
         local[:, a:b] = F.log_softmax(logits[:, a:b], dim=-1)
         return local, features
 
-    def _inferred_tasks(self, x: torch.Tensor, entropies: torch.Tensor | None) -> torch.Tensor:
-        if self.task_inference == "entropy":
-            score = entropies  # [T, B]: lower = more confident
-        else:
-            score = self._oneshot_gradients(x)
-        if self.inference_scope == "batch":
-            return score.mean(1).argmin().expand(x.shape[0])
-        return score.argmin(0)
-
     def _oneshot_gradients(self, x: torch.Tensor) -> torch.Tensor:
         """SupSup: ∂ entropy / ∂ α at α = 1/T under the superposed masks, per sample ([T, B])."""
         T = len(self.tasks)
@@ -263,28 +254,40 @@ class ExSSNeT(CLStrategy):
             (grad,) = torch.autograd.grad(entropy(logits).sum(), alphas)
         return grad.T
 
+    def _routed(self, x: torch.Tensor, task: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each sample's (logits, features) under its own task's mask: one forward per distinct task."""
+        logits = features = None
+        for t in task.unique().tolist():
+            rows = task == t
+            lt, ft = self._under(x[rows], t)
+            if logits is None:
+                logits = lt.new_empty(x.shape[0], lt.shape[1])
+                features = ft.new_empty(x.shape[0], *ft.shape[1:])
+            logits[rows], features[rows] = lt, ft
+        return logits, features
+
     def predict(self, x: torch.Tensor) -> Prediction:
         T = len(self.tasks)
         if T == 0:
             return super().predict(x)
-        outs = [self._under(x, i) for i in range(T)]
-        logits = torch.stack([o[0] for o in outs])        # [T, B, C]
-        features = torch.stack([o[1] for o in outs])      # [T, B, D]
-        entropies = torch.stack([entropy(o[0][:, a:b]) for o, (a, b) in zip(outs, self._ranges())])
-        task = self._inferred_tasks(x, entropies)
-        rows = torch.arange(x.shape[0], device=x.device)
-        return Prediction(logits=logits[task, rows], features=features[task, rows], task=task)
+        if self.task_inference == "entropy":  # every mask's forward is needed to compare entropies
+            outs = [self._under(x, t) for t in range(T)]
+            score = torch.stack([entropy(lt[:, a:b]) for (lt, _), (a, b) in zip(outs, self._ranges())])
+        else:
+            outs, score = None, self._oneshot_gradients(x)
+        task = score.mean(1).argmin().expand(x.shape[0]) if self.inference_scope == "batch" else score.argmin(0)
+        if outs is None:
+            logits, features = self._routed(x, task)
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)
+            logits = torch.stack([o[0] for o in outs])[task, rows]
+            features = torch.stack([o[1] for o in outs])[task, rows]
+        return Prediction(logits=logits, features=features, task=task)
 
     task_conditioned = True
 
     def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        out = None
-        for task in task_ids.unique().tolist():
-            rows = task_ids == task
-            logits, _ = self._under(x[rows], task)
-            out = logits.new_empty(x.shape[0], logits.shape[1]) if out is None else out
-            out[rows] = logits
-        return out
+        return self._routed(x, task_ids)[0]
 
     def summary(self) -> dict:
         return {"variant": self.name, "tasks": list(self.tasks), "task_inference": self.task_inference,
