@@ -96,11 +96,18 @@ def test_masks_of_finished_tasks_are_frozen_and_old_head_chunks_untouched(lenet_
     assert pet.names == ["task0", "task1"]
 
 
-def test_class_il_inference_is_per_sample_and_picks_the_lowest_entropy(lenet_scenario):
-    stream, model, pet, strategy, _ = build(resolve(lenet_scenario, strategy="supsup", pet="supermask"))
+def trained_supsup(scenario, **options):
+    """SupSup after the whole stream, in eval mode."""
+    stream, model, pet, strategy, _ = build(resolve(scenario, strategy="supsup", pet="supermask",
+                                                    overrides={"options": options}))
     for exp in stream.train_stream:
         strategy.train(exp)
     model.eval()
+    return strategy
+
+
+def test_class_il_inference_is_per_sample_and_picks_the_lowest_entropy(lenet_scenario):
+    strategy = trained_supsup(lenet_scenario)
     x = torch.rand(10, 1, 8, 8)
     with torch.no_grad():
         whole = strategy.predict(x)
@@ -119,11 +126,7 @@ def test_class_il_inference_is_per_sample_and_picks_the_lowest_entropy(lenet_sce
 
 
 def test_oneshot_and_batch_scope(lenet_scenario):
-    stream, model, pet, strategy, _ = build(resolve(lenet_scenario, strategy="supsup", pet="supermask",
-                                                    overrides={"options": {"task_inference": "oneshot"}}))
-    for exp in stream.train_stream:
-        strategy.train(exp)
-    model.eval()
+    strategy = trained_supsup(lenet_scenario, task_inference="oneshot")
     x = torch.rand(6, 1, 8, 8)
     with torch.no_grad():
         whole = strategy.predict(x)

@@ -322,12 +322,17 @@ def test_supermask_on_conv_and_signed_constant_init():
     w = ctl.layers["0"].base.weight
     assert torch.allclose(w.abs(), torch.full_like(w, (2.0 / 27) ** 0.5))
     ctl.add("task1")
-    x = torch.randn(2, 3, 6, 6)
-    with ctl.using("default"):
-        a = conv(x)
-    with ctl.using("task1"):
-        b = conv(x)
+    a, b = outputs_under(ctl, conv, torch.randn(2, 3, 6, 6), ["default", "task1"])
     assert not torch.equal(a, b)
+
+
+def outputs_under(ctl, model, x, names):
+    """The model's output with each named instance active in turn."""
+    outs = []
+    for name in names:
+        with ctl.using(name):
+            outs.append(model(x))
+    return outs
 
 
 @pytest.mark.parametrize("make", [
@@ -349,11 +354,7 @@ def test_supermask_keeps_batchnorm_statistics_per_task(make):
     assert all(torch.equal(layer.instances["default"].running_mean, b) for layer, b in zip(norms, before))
     assert any(not torch.equal(layer.instances["task1"].running_mean, b) for layer, b in zip(norms, before))
     model.eval()
-    x = torch.randn(2, 3, 32, 32)
-    with ctl.using("default"):
-        a = model(x)
-    with ctl.using("task1"):
-        b = model(x)
+    a, b = outputs_under(ctl, model, torch.randn(2, 3, 32, 32), ["default", "task1"])
     assert torch.isfinite(a).all() and not torch.allclose(a, b)
 
 
@@ -366,10 +367,7 @@ def test_supermask_superposition_with_one_hot_weights_equals_each_mask():
     ctl.add("task1")
     model.eval()
     x = torch.randn(3, 3, 6, 6)
-    with ctl.using("default"):
-        a = model(x)
-    with ctl.using("task1"):
-        b = model(x)
+    a, b = outputs_under(ctl, model, x, ["default", "task1"])
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     with ctl.mixing(["default", "task1"], weights):
         mixed = model(x)

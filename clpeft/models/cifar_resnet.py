@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn
 
+from clpeft.models.registration import scratch_kwargs
+
 
 class BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
@@ -69,8 +71,4 @@ class CifarResNet(nn.Module):
 
 @register_model
 def resnet32_cifar(pretrained: bool = False, **kwargs) -> CifarResNet:
-    if pretrained:
-        raise ValueError("resnet32_cifar has no pretrained weights; it is trained from scratch (PyCIL)")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return CifarResNet(depth=32, **kwargs)
+    return CifarResNet(depth=32, **scratch_kwargs("resnet32_cifar", pretrained, kwargs))

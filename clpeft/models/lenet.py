@@ -9,6 +9,8 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from clpeft.models.registration import scratch_kwargs
+
 
 class LeNet300100(nn.Module):
     def __init__(self, num_classes: int = 0, in_chans: int = 1, img_size: int = 28, bias: bool = False, **_):
@@ -33,8 +35,4 @@ class LeNet300100(nn.Module):
 
 @register_model
 def lenet_300_100(pretrained: bool = False, **kwargs) -> LeNet300100:
-    if pretrained:
-        raise ValueError("lenet_300_100 has no pretrained weights; it is trained (or masked) from scratch")
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return LeNet300100(**kwargs)
+    return LeNet300100(**scratch_kwargs("lenet_300_100", pretrained, kwargs))
