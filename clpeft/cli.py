@@ -28,8 +28,11 @@ def cmd_run(args) -> int:
                      amp=args.amp, overrides=overrides, tta=args.tta)
     out = Path(args.out) if args.out else Path("runs") / config.run_id
     if (out / "results.json").exists() and not args.overwrite:
+        if args.resume:
+            print(f"{config.run_id}: already complete → {out}/results.json")
+            return 0
         raise ClpeftError(f"{out}/results.json exists; pass --overwrite or choose another --out")
-    results = run(config, out_dir=out, progress=not args.quiet)
+    results = run(config, out_dir=out, progress=not args.quiet, resume=args.resume)
     m = results["metrics"]
     print(f"{config.run_id}: A_T={m['final_accuracy']:.4f} Ā={m['average_incremental_accuracy']:.4f} "
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
@@ -104,6 +107,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", help="local backbone checkpoint (safetensors or a weights_only torch file)")
     r.add_argument("--out", help="output directory (default runs/RUN_ID)")
     r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (after a crash or kill)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
     sub.add_parser("list", help="streams, strategies, PET modules, backbones").set_defaults(func=cmd_list)

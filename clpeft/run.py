@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clpeft.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clpeft.config import RunConfig
+from clpeft.errors import ClpeftError
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
-from clpeft.evaluation.evaluate import evaluate_stream
+from clpeft.evaluation.evaluate import EvalRow, evaluate_stream
 from clpeft.evaluation.lame import AFFINITIES, LAMEConfig, with_lame
 from clpeft.evaluation.metrics import summarize
 from clpeft.models.continual_model import build_model
@@ -82,14 +84,19 @@ def tta_variants(config: RunConfig, strategy, model) -> list[tuple[str, object]]
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
-        evaluator=None, after_experience=None) -> dict:
+        evaluator=None, after_experience=None, resume: bool = False) -> dict:
     """Train on every experience, evaluate on the whole test set after each, write results atomically.
 
-    ``after_experience(i, strategy, stream)`` is called after each experience's evaluation (tests use it to
-    cross-check against Avalanche's metrics on the same run).
+    With ``out_dir``, a checkpoint (``clpeft.checkpoint``) is written after every experience and removed
+    once the results are; ``resume=True`` continues from it and gives the same results file as a run
+    that never stopped. ``after_experience(i, strategy, stream)`` is called after each experience's
+    evaluation (tests use it to cross-check against Avalanche's metrics on the same run).
     """
     out_dir = Path(out_dir) if out_dir else None
+    if resume and out_dir is None:
+        raise ClpeftError("resuming needs the run's output directory (--out)")
     stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator)
+    saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
 
     predict = strategy.predict
@@ -101,11 +108,25 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         given_task = strategy.predict_given_task if strategy.task_conditioned else None
         return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order, given_task)
 
-    before = evaluate()
     R, R_task, train_times, eval_times = [], [], [], []
     R_views: dict[str, list] = {}
     R_routing: list[list[float]] = []  # share of each experience's test samples routed to it (task inference)
+    if saved is None:
+        before = evaluate()
+        start = 0
+    else:
+        strategy.load_resume_state(saved["strategy"], saved["model"], stream.train_stream)
+        R, R_task, R_views, R_routing = saved["R"], saved["R_task"], saved["R_views"], saved["R_routing"]
+        train_times, eval_times = saved["train_times"], saved["eval_times"]
+        before = EvalRow(accuracy=saved["before"]["accuracy"], accuracy_task_il=[], counts=saved["before"]["counts"])
+        stream.test_set()  # fill the test cache as the first evaluation did: its loader draws from the RNG
+        set_rng_state(saved["rng"])
+        start = saved["experience"] + 1
+        if progress:
+            print(f"[{config.run_id}] resumed after experience {saved['experience']}", flush=True)
     for i, experience in enumerate(stream.train_stream):
+        if i < start:
+            continue
         with timer(train_times, device):
             strategy.train(experience)
         with timer(eval_times, device):
@@ -121,6 +142,12 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
             print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
         if after_experience is not None:
             after_experience(i, strategy, stream)
+        if out_dir is not None:
+            save_checkpoint(out_dir, {
+                "run_id": config.run_id, "experience": i, "model": model.state_dict(),
+                "strategy": strategy.resume_state(), "rng": rng_state(), "R": R, "R_task": R_task, "R_views": R_views,
+                "R_routing": R_routing, "train_times": train_times, "eval_times": eval_times,
+                "before": {"accuracy": before.accuracy, "counts": before.counts}})
     summary = summarize(R, before.counts, before.accuracy)
     by_order = []
     if config.tta:  # what test-time adaptation buys, on i.i.d. and non-i.i.d. batch orders, after the last experience
@@ -172,6 +199,7 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     }
     if out_dir is not None:
         write_results(out_dir, results, runtime)
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)  # the results file is now the complete record
     results["runtime"] = runtime
     return results
 
@@ -181,8 +209,8 @@ def run_all(configs: list[RunConfig], out_root: str | Path, log=print) -> list[P
     done = []
     for config in configs:
         out = Path(out_root) / config.run_id
-        if not (out / "results.json").exists():
-            result = run(config, out_dir=out)
+        if not (out / "results.json").exists():  # an interrupted run continues from its checkpoint
+            result = run(config, out_dir=out, resume=get_strategy(config.strategy).resumable)
             views = result.get("views", {})
             extra = "".join(f" {k}={v['metrics']['final_accuracy']:.3f}" for k, v in views.items())
             log(f"{config.run_id}: A_T={result['metrics']['final_accuracy']:.3f}{extra}")

@@ -68,11 +68,12 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
         np.add.at(correct_ti, e.numpy(), (pred_ti == y).numpy())
     n = np.maximum(counts, 1)
     acc = (correct / n).tolist()
-    acc_ti = [c / m if stream.class_ranges[j][1] <= num_seen else float("nan") for j, (c, m) in enumerate(zip(correct_ti, n))]
+    acc_ti = [float(c / m) if stream.class_ranges[j][1] <= num_seen else float("nan")
+              for j, (c, m) in enumerate(zip(correct_ti, n))]
     views = {name: (c / n).tolist() for name, c in correct_views.items()}
     task_inference = None
     if routed is not None:
-        task_inference = [r / m if stream.class_ranges[j][1] <= num_seen else float("nan")
+        task_inference = [float(r / m) if stream.class_ranges[j][1] <= num_seen else float("nan")
                           for j, (r, m) in enumerate(zip(routed, n))]
     return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist(), views=views,
                    task_inference=task_inference)

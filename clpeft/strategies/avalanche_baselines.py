@@ -11,6 +11,7 @@ from clpeft.strategies.base import CLStrategy, register
 
 class _AvalanchePluginStrategy(CLStrategy):
     trains = "pet"
+    resumable = False  # the plugin's state (Fisher matrices, teacher, buffer) is not captured
 
     def plugin(self, **options):
         raise NotImplementedError

@@ -172,6 +172,40 @@ class CLStrategy(SupervisedTemplate):
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.predict(x).logits
 
+    # ------------------------------------------------------------------ resume (clpeft.checkpoint)
+    #: Strategies whose whole state is captured by ``resume_state`` (Avalanche plugins' is not).
+    resumable = True
+
+    def resume_state(self) -> dict:
+        """What to save after an experience besides the model's tensors: the model's *structure* (head
+        chunks, PET instances) and the Avalanche clock. Strategy files add their own fields."""
+        return {"head_chunks": [chunk.out_features for chunk in self.model.head.chunks],
+                "pet_instances": list(self.pet.names) if self.pet is not None else [],
+                "pet_active": self.pet.active if self.pet is not None else None,
+                "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)}}
+
+    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
+        """Rebuild the saved structure, then load the model's tensors into it (``train_stream``: for
+        strategies that keep data of earlier experiences)."""
+        if not self.resumable:
+            raise ClpeftError(f"strategy {self.name} cannot resume (its state lives in Avalanche plugins); rerun it from the start")
+        for size in state["head_chunks"][len(self.model.head.chunks):]:
+            self.model.head.grow(size)
+        if self.pet is not None:
+            for name in state["pet_instances"]:
+                if name not in self.pet.names:
+                    self.pet.add(name)
+            for name in [n for n in self.pet.names if n not in state["pet_instances"]]:
+                self.pet.remove(name)
+            self._before_model_state_load(state)
+            self.pet.activate(state["pet_active"])
+        self.model.load_state_dict(model_state)
+        for key, value in state["clock"].items():
+            setattr(self.clock, key, value)
+
+    def _before_model_state_load(self, state: dict) -> None:
+        """Hook: create buffers the saved model state has and a fresh model lacks (e.g. cached masks)."""
+
     def summary(self) -> dict:
         """Method-specific facts to record in the results file (e.g. mask overlaps); none by default."""
         return {}

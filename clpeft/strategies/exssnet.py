@@ -289,6 +289,21 @@ class ExSSNeT(CLStrategy):
     def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self._routed(x, task_ids)[0]
 
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "tasks": list(self.tasks), "used": dict(self.used), "record": self.record}
+
+    def _before_model_state_load(self, state: dict) -> None:
+        for name in state["tasks"]:  # finished tasks' masks are cached buffers in the saved state
+            for layer in self.layers.values():
+                layer.freeze(name)
+
+    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
+        super().load_resume_state(state, model_state, train_stream)
+        self.tasks, self.used, self.record = list(state["tasks"]), dict(state["used"]), state["record"]
+        for name in self.tasks:
+            for p in self.pet.parameters(name):
+                p.requires_grad_(False)
+
     def summary(self) -> dict:
         return {"variant": self.name, "tasks": list(self.tasks), "task_inference": self.task_inference,
                 "inference_scope": self.inference_scope, **self.record}

@@ -17,3 +17,12 @@ class Joint(CLStrategy):
         current = self.experience.dataset
         self._seen = current if self._seen is None else self._seen.concat(current)
         self.adapted_dataset = self._seen.train()
+
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "experiences_seen": self.clock.train_exp_counter}
+
+    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
+        super().load_resume_state(state, model_state, train_stream)
+        for experience in train_stream[:state["experiences_seen"]]:
+            current = experience.dataset
+            self._seen = current if self._seen is None else self._seen.concat(current)

@@ -124,3 +124,11 @@ class LAE(CLStrategy):
         # log of the per-class max of the two softmaxes: argmax is LAE's, softmax() renormalises it
         ensemble = torch.maximum(F.log_softmax(online.float(), dim=-1), F.log_softmax(offline.float(), dim=-1))
         return Prediction(logits=ensemble, features=features, views={"online": online, "offline": offline})
+
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "experience_index": self.experience_index, "decay": self.decay,
+                "gammas": list(self.gammas)}
+
+    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
+        super().load_resume_state(state, model_state, train_stream)
+        self.experience_index, self.decay, self.gammas = state["experience_index"], state["decay"], list(state["gammas"])

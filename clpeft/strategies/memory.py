@@ -46,6 +46,7 @@ class ExemplarMemory(ExemplarsBuffer):
         super().__init__(memory_size if memory_size is not None else 0)
         self.memory_size, self.memory_per_class, self.batch_size = memory_size, memory_per_class, batch_size
         self.classes: dict[int, object] = {}  # class → Avalanche dataset of its exemplars, herding order
+        self.picks: dict[int, tuple[int, list[int]]] = {}  # class → (experience, indices): what a resume rebuilds from
 
     def per_class(self, n_classes: int) -> int:
         return self.memory_per_class if self.memory_per_class is not None else self.memory_size // max(1, n_classes)
@@ -72,6 +73,7 @@ class ExemplarMemory(ExemplarsBuffer):
         for c, data in self.classes.items():
             if len(data) > m:
                 self.classes[c] = data.subset(range(m))
+                self.picks[c] = (self.picks[c][0], self.picks[c][1][:m])
 
     @torch.no_grad()
     def update(self, strategy, **kwargs):
@@ -85,6 +87,12 @@ class ExemplarMemory(ExemplarsBuffer):
             where = torch.nonzero(labels == c).flatten()
             picks = where[herding_order(feats[where], m)].tolist()
             self.classes[c] = strategy.experience.dataset.train().subset(picks)
+            self.picks[c] = (int(strategy.experience.current_experience), picks)
+
+    def restore(self, picks: dict, train_stream) -> None:
+        """Rebuild the memory from recorded picks (resuming a run): the same samples, no herding."""
+        self.picks = {int(c): (int(e), list(idx)) for c, (e, idx) in picks.items()}
+        self.classes = {c: train_stream[e].dataset.train().subset(idx) for c, (e, idx) in self.picks.items()}
 
 
 def features_of(model, dataset, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -104,3 +104,15 @@ class WeightAligning(CLStrategy):
     def summary(self) -> dict:
         """γ of each aligning step (old mean norm / new mean norm) and the exemplars kept per class."""
         return {"gammas": list(self.gammas), "exemplars_per_class": {int(c): len(d) for c, d in self.memory.classes.items()}}
+
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "gammas": list(self.gammas), "memory": dict(self.memory.picks)}
+
+    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
+        super().load_resume_state(state, model_state, train_stream)
+        self.gammas = list(state["gammas"])
+        self.memory.restore(state["memory"], train_stream)
+        if state["head_chunks"]:  # the teacher is the model as it was at the end of the last experience
+            self.teacher = copy.deepcopy(self.model).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
