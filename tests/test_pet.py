@@ -316,6 +316,16 @@ def test_supermask_keeps_the_top_fraction_per_layer_with_straight_through_gradie
     assert (first.instances["default"].scores.grad != 0).sum() > 0
 
 
+def test_supermask_top_k_drops_exactly_the_share_asked_even_with_ties():
+    from clpeft.pet.layers import TopKMask
+
+    magnitudes = torch.tensor([[0.5, 0.1, 0.5, 0.5], [0.2, 0.5, 0.9, 0.0]])
+    mask = TopKMask.apply(magnitudes, 0.5)  # drop 4 of 8; four entries tie at 0.5
+    assert int(mask.sum()) == 4 and mask[1, 2] == 1 and mask[0, 1] == 0 and mask[1, 3] == 0
+    assert magnitudes[mask.bool()].min() >= magnitudes[~mask.bool()].max()
+    assert torch.equal(TopKMask.apply(magnitudes, 1.0), torch.ones_like(magnitudes))
+
+
 def test_supermask_on_conv_and_signed_constant_init():
     conv = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 1))
     ctl = inject_pet(conv, SupermaskConfig(sparsity_kept=0.5, signed_constant=True))
