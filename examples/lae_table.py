@@ -36,7 +36,9 @@ for name in args.scenarios:
                         for extra in EXTRAS]
             configs += [resolve(scenario, strategy=s, seed=seed) for s in args.baselines]
 run_all(configs, args.out, log=lambda line: print(line, flush=True))
-build_report([args.out], args.report, title="LAE on offline streams",
-             notes="Produced by `make lae` (examples/lae_table.py) on the CPU machine (2 cores). LAE uses its official "
-                   "CIFAR-100 optimisation (Adam 0.0028125, batch 24, 5 epochs, PET frozen for 3 from experience 1, "
-                   "EMA 0.9999 per step); the bracketed rows are the off-by-default extras.")
+NOTES = ("Produced by `make lae` (examples/lae_table.py) on the CPU machine (2 cores). LAE uses its official CIFAR-100 "
+         "optimisation (Adam 0.0028125, batch 24 with drop_last, 5 epochs, PET frozen for the first 3 from experience 1, "
+         "EMA 0.9999 per step, heads N(0, 0.001²)); PET settings as LAE's (blocks 0-4; adapter h = 5, LoRA r = 5 on K/V, "
+         "prefix L = 10 with compensation, prompt L = 5). Bracketed rows: the off-by-default extras. linear_probe and "
+         "prototype are the frozen-backbone references on the same streams.")
+build_report([args.out], args.report, title="LAE on offline streams", notes=NOTES)

@@ -30,4 +30,5 @@ run_all(configs, args.out, log=lambda line: print(line, flush=True))
 build_report([args.out], args.report, title="LAME on top of every strategy",
              notes=f"Produced by `make lame` (examples/lame_table.py) on the CPU machine (2 cores). LAME at the official "
                    f"settings (rbf affinity, k = 5, λ = 1, ≤ 100 steps, tol 1e-8); test batches of {args.eval_batch_size}. "
-                   "The main table's numbers are with LAME on i.i.d. batches; the last table pairs each order with and without it.")
+                   "The main table's numbers are with LAME on i.i.d. batches; the last table pairs each batch order "
+                   "without LAME, with it, and with the kNN and linear affinities, all on the same trained model and batches.")

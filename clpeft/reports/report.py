@@ -213,7 +213,9 @@ def build_report(paths, out_dir: str | Path, title: str = "clpeft report", notes
     images = plot_all(table, out)
     versions = results[0].get("versions", {})
     devices = sorted({r.get("device", "?") for r in results})
-    header = [f"# {title}", "", notes, "" if notes else "",
+    header = [f"# {title}", "",
+              f"Plots: the PNG files beside this page (`clpeft report RUNS -o {out.as_posix()}` rewrites them from the runs; "
+              "reports/ in the repository commits the tables only).", "", notes, "" if notes else "",
               f"{len(results)} runs; device: {', '.join(devices)}; torch {versions.get('torch')}, timm {versions.get('timm')}, "
               f"avalanche {versions.get('avalanche-lib')}.", "",
               "Metrics in %: A_T = accuracy on all classes after the last experience; Ā = mean of the accuracy after each "
