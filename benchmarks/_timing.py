@@ -1,4 +1,5 @@
 """Shared by the benchmark scripts: wall time of a call (CUDA-synchronised) and interleaved medians."""
+import argparse
 import statistics
 import time
 
@@ -25,3 +26,12 @@ def interleaved(runners: dict, rounds: int, device, warmup: bool = True) -> tupl
         for name, fn in runners.items():
             times[name].append(timed(fn, device))
     return {k: statistics.median(v) for k, v in times.items()}, times
+
+
+def batch_parser() -> argparse.ArgumentParser:
+    """The options every per-batch cost benchmark takes: rounds, device, batch size."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=64)
+    return parser

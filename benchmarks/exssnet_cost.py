@@ -7,12 +7,11 @@
 
     python benchmarks/exssnet_cost.py [--rounds 7] [--device cpu] [--batch 64] [--tasks 5]
 """
-import argparse
 import warnings
 
 import torch
 
-from _timing import interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from _timing import batch_parser, interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 
@@ -24,10 +23,7 @@ def main():
     from clpeft.strategies.exssnet import entropy
     from clpeft.streams.datasets import InputSpec
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
+    parser = batch_parser()
     parser.add_argument("--tasks", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)

@@ -6,13 +6,12 @@ ViT-S/16 at 224 px, 100 classes, medians of interleaved rounds in one process.
 
     python benchmarks/lame_cost.py [--rounds 7] [--device cpu] [--batch 64]
 """
-import argparse
 import statistics
 import warnings
 
 import torch
 
-from _timing import interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
+from _timing import batch_parser, interleaved  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 warnings.filterwarnings("ignore")
 
@@ -22,10 +21,7 @@ def main():
     from clpeft.models.continual_model import build_model
     from clpeft.streams.datasets import InputSpec
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
+    parser = batch_parser()
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"{torch.get_num_threads()} threads, device {device}, batch {args.batch}, 100 classes")

@@ -348,6 +348,7 @@ def outputs_under(ctl, model, x, names):
 @pytest.mark.parametrize("make", [
     lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)),
     lambda: make_effnet(),  # timm's BatchNormAct2d (activation inside the norm layer)
+    lambda: timm.create_model("resnet18", pretrained=False, num_classes=0),  # ResNet-18 (stock timm)
 ])
 def test_supermask_keeps_batchnorm_statistics_per_task(make):
     torch.manual_seed(0)

@@ -62,11 +62,14 @@ def test_sigkill_during_experience_3_then_resume_gives_the_same_results_file(tmp
     assert (killed / "results.json").read_bytes() == (clean / "results.json").read_bytes()
 
 
+LENET = {"model": {"backbone": "lenet", "pretrained": False}}  # cheap where the strategy needs no ViT
+
+
 @pytest.mark.parametrize("strategy,pet,scenario_extra", [
     ("lae", "adapter", {}),  # offline PET born at experience 1, EMA state
     ("wa", "adapter", {"options": {"memory_size": 20}}),  # exemplar memory and teacher
-    ("exssnet", "supermask", {"options": {"kkt": "always"}}),  # masks, used weights, KKT record
-    ("joint", None, {}),  # the data of earlier experiences
+    ("exssnet", "supermask", {**LENET, "options": {"kkt": "always"}}),  # masks, used weights, KKT record
+    ("joint", None, LENET),  # the data of earlier experiences
 ])
 def test_every_resumable_strategy_continues_exactly(tmp_path, fast_scenario, strategy, pet, scenario_extra):
     fast_scenario["train"]["epochs"] = 2 if strategy == "lae" else 1
