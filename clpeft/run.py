@@ -74,13 +74,14 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     return stream, model, pet, strategy, device
 
 
-def tta_variants(config: RunConfig, strategy, model) -> list[tuple[str, object]]:
-    """The other LAME affinities on the same final model, named ``lame[affinity=…]``: the choice of
-    affinity decides whether LAME hurts on i.i.d. batches, and evaluating it costs no training."""
+def lame_predictors(config: RunConfig, strategy, model) -> list[tuple[str, object]]:
+    """``predict`` wrapped in LAME as configured (named ``lame``), then with each other affinity on the same
+    model (``lame[affinity=…]``): the affinity decides whether LAME hurts on i.i.d. batches, and trying
+    the others costs no training."""
     configured = LAMEConfig.from_dict(config.tta_settings)
-    return [(f"lame[affinity={affinity}]",
-             with_lame(strategy.predict, lambda: model.head.num_seen, replace(configured, affinity=affinity)))
-            for affinity in AFFINITIES if affinity != configured.affinity]
+    settings = [("lame", configured)] + [(f"lame[affinity={a}]", replace(configured, affinity=a))
+                                         for a in AFFINITIES if a != configured.affinity]
+    return [(name, with_lame(strategy.predict, lambda: model.head.num_seen, cfg)) for name, cfg in settings]
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
@@ -99,9 +100,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
 
-    predict = strategy.predict
-    if config.tta == "lame":
-        predict = with_lame(strategy.predict, lambda: model.head.num_seen, LAMEConfig.from_dict(config.tta_settings))
+    tta = lame_predictors(config, strategy, model) if config.tta == "lame" else []
+    predict = tta[0][1] if tta else strategy.predict
 
     def evaluate(predict=predict, order=None):
         model.eval()  # BatchNorm statistics and dropout as at test time; strategy.train() switches back
@@ -151,9 +151,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     summary = summarize(R, before.counts, before.accuracy)
     by_order = []
     if config.tta:  # what test-time adaptation buys, on i.i.d. and non-i.i.d. batch orders, after the last experience
-        variants = [("none", strategy.predict), (config.tta, predict)] + tta_variants(config, strategy, model)
         for order in EVAL_ORDERS:
-            for name, fn in variants:
+            for name, fn in [("none", strategy.predict)] + tta:
                 row = evaluate(fn, order)
                 by_order.append({"eval_order": order, "tta": name, "eval_batch_size": eval_bs,
                                  "final_accuracy": float(np.average(row.accuracy, weights=row.counts))})

@@ -352,6 +352,27 @@ class PromptAttentionLayer(PETLayer):
         return torch.cat([out[:, :p], out[:, p + self.length:]], dim=1)
 
 
+class WholeOutputLayer(PETLayer):
+    """A wrapper whose instance replaces the base's whole computation (``output_with(x, instance)``), as a
+    mask or a set of normalisation statistics does; bank mode mixes the instances' outputs per sample."""
+
+    def output_with(self, x, instance):
+        raise NotImplementedError
+
+    def forward(self, x):
+        how = self.route()
+        if how is None:
+            return self.base(x)
+        if how[0] == "single":
+            return self.output_with(x, how[1])
+        instances, weights = how[1]
+        out = 0
+        for k, inst in enumerate(instances):
+            y = self.output_with(x, inst)
+            out = out + weights[:, k].to(y.dtype).view(-1, *([1] * (y.dim() - 1))) * y
+        return out
+
+
 # ------------------------------------------------------------------------------------- Supermask
 class TopKMask(torch.autograd.Function):
     """Per-layer top-k of |scores| → binary mask; straight-through gradient (edge-popup)."""
@@ -386,7 +407,7 @@ class MaskScores(nn.Module):
         self.register_buffer("frozen", None)
 
 
-class SupermaskLayer(PETLayer):
+class SupermaskLayer(WholeOutputLayer):
     """``w_eff = weight ⊙ mask(scores_task)`` on a Linear or Conv2d; no instance active = the base layer.
 
     Bank mode (``mixing``) is the superposition SupSup infers tasks with: sample ``b`` gets
@@ -423,7 +444,8 @@ class SupermaskLayer(PETLayer):
         inst.frozen = None
         inst.frozen = self._mask_of(inst).bool()
 
-    def _forward_with(self, x, w):
+    def output_with(self, x, inst: MaskScores):
+        w = self.base.weight * self._mask_of(inst)
         b = self.base
         if type(b) is nn.Linear:
             return F.linear(x, w, b.bias)
@@ -431,19 +453,6 @@ class SupermaskLayer(PETLayer):
             return F.conv2d(x, w, b.bias, b.stride, b.padding, b.dilation, b.groups)
         # subclasses with their own forward (timm's Conv2dSame pads at run time): their forward, our weight
         return torch.func.functional_call(b, {"weight": w}, (x,))
-
-    def forward(self, x):
-        how = self.route()
-        if how is None:
-            return self.base(x)
-        if how[0] == "single":
-            return self._forward_with(x, self.base.weight * self._mask_of(how[1]))
-        instances, weights = how[1]
-        out = 0
-        for k, inst in enumerate(instances):
-            y = self._forward_with(x, self.base.weight * self._mask_of(inst))
-            out = out + weights[:, k].to(y.dtype).view(-1, *([1] * (y.dim() - 1))) * y
-        return out
 
 
 class NormStatistics(nn.Module):
@@ -456,7 +465,7 @@ class NormStatistics(nn.Module):
         self.register_buffer("num_batches_tracked", torch.zeros((), dtype=torch.long))
 
 
-class TaskNormLayer(PETLayer):
+class TaskNormLayer(WholeOutputLayer):
     """Per-instance BatchNorm statistics (ExSSNeT's per-task non-affine BN) around a stock BatchNorm.
 
     A new instance starts from the base layer's statistics (fresh for a net trained from scratch,
@@ -474,7 +483,7 @@ class TaskNormLayer(PETLayer):
     def new_instance(self):
         return NormStatistics(self.base.running_mean, self.base.running_var)
 
-    def _forward_with(self, x, stats: NormStatistics):
+    def output_with(self, x, stats: NormStatistics):
         b = self.base
         if self.training:
             stats.num_batches_tracked.add_(1)
@@ -484,16 +493,3 @@ class TaskNormLayer(PETLayer):
             if hasattr(b, extra):
                 y = getattr(b, extra)(y)
         return y
-
-    def forward(self, x):
-        how = self.route()
-        if how is None:
-            return self.base(x)
-        if how[0] == "single":
-            return self._forward_with(x, how[1])
-        instances, weights = how[1]
-        out = 0
-        for k, stats in enumerate(instances):
-            y = self._forward_with(x, stats)
-            out = out + weights[:, k].to(y.dtype).view(-1, *([1] * (y.dim() - 1))) * y
-        return out

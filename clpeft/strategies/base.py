@@ -197,8 +197,8 @@ class CLStrategy(SupervisedTemplate):
                     self.pet.add(name)
             for name in [n for n in self.pet.names if n not in state["pet_instances"]]:
                 self.pet.remove(name)
-            self._before_model_state_load(state)
             self.pet.activate(state["pet_active"])
+        self._before_model_state_load(state)
         self.model.load_state_dict(model_state)
         for key, value in state["clock"].items():
             setattr(self.clock, key, value)
