@@ -43,7 +43,7 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
     ends = torch.tensor([b for _, b in stream.class_ranges])
     correct_views: dict[str, np.ndarray] = {}
     routed = None
-    learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)
+    learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)  # ranges are in order: the first `learned`
     for x, y, e in stream.eval_batches(batch_size, seed, order):
         counts += np.bincount(e.numpy(), minlength=T)
         x = x.to(device, non_blocking=True)
@@ -68,12 +68,11 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
         np.add.at(correct_ti, e.numpy(), (pred_ti == y).numpy())
     n = np.maximum(counts, 1)
     acc = (correct / n).tolist()
-    acc_ti = [float(c / m) if stream.class_ranges[j][1] <= num_seen else float("nan")
-              for j, (c, m) in enumerate(zip(correct_ti, n))]
+    def per_learned_experience(hits):  # NaN for experiences the model has no head for yet
+        return [float(h / m) if j < learned else float("nan") for j, (h, m) in enumerate(zip(hits, n))]
+
+    acc_ti = per_learned_experience(correct_ti)
     views = {name: (c / n).tolist() for name, c in correct_views.items()}
-    task_inference = None
-    if routed is not None:
-        task_inference = [float(r / m) if stream.class_ranges[j][1] <= num_seen else float("nan")
-                          for j, (r, m) in enumerate(zip(routed, n))]
+    task_inference = per_learned_experience(routed) if routed is not None else None
     return EvalRow(accuracy=acc, accuracy_task_il=acc_ti, counts=counts.tolist(), views=views,
                    task_inference=task_inference)
