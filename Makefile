@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -45,6 +45,11 @@ wa: setup
 
 exssnet: setup
 	$(PY) examples/exssnet_table.py
+
+# On a GPU machine: the digits table on cuda, fp32 and bf16 (reports/gpu), and the CUDA tests.
+gpu: setup
+	$(PY) -m pytest tests/test_cuda.py
+	$(PY) examples/gpu_table.py
 
 bench: setup
 	$(PY) benchmarks/overhead.py

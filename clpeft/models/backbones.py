@@ -171,7 +171,8 @@ def create_backbone(name: str, pretrained: bool = True, checkpoint: str | Path |
         path = WEIGHTS_DIR / weights[len("file:"):]
         if not path.exists():
             raise ClpeftError(f"bundled weights {path} are missing; run `clpeft pretrain` to recreate them")
-        overlay = dict(file=str(path), num_classes=0, input_size=(spec.in_chans, spec.input_size, spec.input_size),
+        # custom_load=False: some timm versions route a ViT tag with npz weights to the JAX loader otherwise
+        overlay = dict(file=str(path), custom_load=False, num_classes=0, input_size=(spec.in_chans, spec.input_size, spec.input_size),
                        mean=spec.mean, std=spec.std)
         model = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     else:

@@ -23,7 +23,10 @@ def group_key(r: dict) -> tuple[str, str]:
     method = cfg["strategy"] + (f"+{cfg['pet']}" if cfg.get("pet") else "")
     if cfg.get("options"):  # ablations of one method get their own rows
         method += " [" + ", ".join(f"{k}={v}" for k, v in sorted(cfg["options"].items())) + "]"
-    stream = f"{r['stream']['name']} ({len(r['accuracy_matrix'])} exp, {cfg['model']['backbone']})"
+    if cfg.get("amp", "off") != "off":  # precision changes the numbers: never averaged with fp32 runs
+        method += f" ({cfg['amp']})"
+    where = "" if cfg.get("device", "cpu") == "cpu" else f", {cfg['device']}"
+    stream = f"{r['stream']['name']} ({len(r['accuracy_matrix'])} exp, {cfg['model']['backbone']}{where})"
     return stream, method
 
 

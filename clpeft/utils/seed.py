@@ -1,6 +1,7 @@
 """Seeding every RNG a run touches, so that the same seed on the same machine gives the same file."""
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -8,6 +9,8 @@ import torch
 
 
 def seed_everything(seed: int) -> None:
+    # cuBLAS is deterministic only with a fixed workspace; it reads this when its first handle is made
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
