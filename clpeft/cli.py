@@ -1,4 +1,4 @@
-"""``clpeft run | list | report | pretrain``. User errors print one line and exit with code 2."""
+"""``clpeft run | sweep | list | report | pretrain``. User errors print one line and exit with code 2."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,10 @@ def cmd_run(args) -> int:
             return 0
         raise ClpeftError(f"{out}/results.json exists; pass --overwrite or choose another --out")
     results = run(config, out_dir=out, progress=not args.quiet, resume=args.resume)
+    from clpeft.distributed import is_writer
+
+    if not is_writer():  # torchrun: rank 0 reports
+        return 0
     m = results["metrics"]
     print(f"{config.run_id}: A_T={m['final_accuracy']:.4f} Ā={m['average_incremental_accuracy']:.4f} "
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
@@ -69,6 +73,18 @@ def cmd_list(args) -> int:
     print("pet:        " + ", ".join(PET_TYPES))
     print("backbones:  " + ", ".join(BACKBONES) + ", or any timm model name")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from clpeft.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep, out=args.out, device=args.device)
+    print(f"sweep {sweep.name}: {len(sweep.configs)} runs on {args.engine} → {sweep.out}", flush=True)
+    summary = run_sweep(sweep, engine=args.engine, address=args.address, workers=args.workers,
+                        report=not args.no_report, log=lambda line: print(line, flush=True))
+    print(f"{summary['done']} ran, {summary['skipped']} finished before, {summary['failed']} failed "
+          f"in {summary['wall_seconds']:.1f} s → {sweep.out}/sweep.json" + (f", {summary['report']}" if "report" in summary else ""))
+    return 1 if summary["failed"] else 0
 
 
 def cmd_report(args) -> int:
@@ -110,6 +126,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (after a crash or kill)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
+    sw = sub.add_parser("sweep", help="run a grid of runs (sweep YAML) on Ray or in-process, then report")
+    sw.add_argument("sweep", help="sweep YAML (see clpeft/sweep.py for the layout)")
+    sw.add_argument("--engine", choices=["ray", "local"], default="ray",
+                    help="ray: one task per run on a Ray started here or joined (--address); local: one after another here")
+    sw.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://host:10001); default: start a local Ray")
+    sw.add_argument("--workers", type=int, help="local Ray only: runs at a time (default: as many as the cores allow)")
+    sw.add_argument("--out", help="sweep output directory (default: the file's out:, or runs/sweeps/NAME)")
+    sw.add_argument("--device", help="override the sweep's device for every run (cpu, cuda)")
+    sw.add_argument("--no-report", action="store_true")
+    sw.set_defaults(func=cmd_sweep)
     sub.add_parser("list", help="streams, strategies, PET modules, backbones").set_defaults(func=cmd_list)
     rep = sub.add_parser("report", help="aggregate runs into Markdown/HTML tables and plots")
     rep.add_argument("runs", nargs="+")

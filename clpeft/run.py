@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clpeft import distributed
 from clpeft.checkpoint import CHECKPOINT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from clpeft.config import RunConfig
 from clpeft.errors import ClpeftError
@@ -54,7 +55,11 @@ def avalanche_evaluator(loggers: list[str], out_dir: Path | None):
 def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False, plugins=None, evaluator=None):
     """Stream, model, PET controller and strategy for ``config`` (seeded)."""
     seed_everything(config.seed)
-    device = resolve_device(config.device)
+    device = device_for_rank(resolve_device(config.device))
+    strategy_cls = get_strategy(config.strategy)
+    if distributed.world_size() > 1 and not strategy_cls.ddp_safe:
+        raise ClpeftError(f"strategy {config.strategy} is not DDP-safe (its state is not synchronised across "
+                          "processes); run it without torchrun")
     stream = make_stream(config.stream)
     m = config.model
     model = build_model(m.backbone, stream.num_classes, stream.input_spec, pretrained=m.pretrained,
@@ -65,13 +70,19 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
         from clpeft.pet import inject_named_pet
 
         pet = inject_named_pet(model.backbone, config.pet, config.pet_settings)
-    strategy_cls = get_strategy(config.strategy)
     strategy = strategy_cls(
         model=model, settings=config.train, device=device, amp=config.amp, pet=pet, plugins=plugins,
         evaluator=evaluator or avalanche_evaluator(config.loggers, out_dir), seed=config.seed,
         in_memory=stream.in_memory, progress=progress, options=config.options,
     )
     return stream, model, pet, strategy, device
+
+
+def device_for_rank(device: torch.device) -> torch.device:
+    """Under torchrun with CUDA, each rank uses the GPU of its LOCAL_RANK."""
+    if distributed.world_size() > 1 and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def lame_predictors(config: RunConfig, strategy, model) -> list[tuple[str, object]]:
@@ -91,12 +102,21 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     With ``out_dir``, a checkpoint (``clpeft.checkpoint``) is written after every experience and removed
     once the results are; ``resume=True`` continues from it and gives the same results file as a run
     that never stopped. ``after_experience(i, strategy, stream)`` is called after each experience's
-    evaluation (tests use it to cross-check against Avalanche's metrics on the same run).
+    evaluation (tests use it to cross-check against Avalanche's metrics on the same run). Launched by
+    torchrun, the run trains data-parallel (``clpeft.distributed``) and rank 0 writes the files.
     """
-    out_dir = Path(out_dir) if out_dir else None
+    with distributed.process_group(resolve_device(config.device)):
+        return _run(config, None if out_dir is None else Path(out_dir), progress, plugins, evaluator,
+                    after_experience, resume)
+
+
+def _run(config: RunConfig, out_dir: Path | None, progress: bool, plugins, evaluator, after_experience,
+         resume: bool) -> dict:
     if resume and out_dir is None:
         raise ClpeftError("resuming needs the run's output directory (--out)")
     stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator)
+    writer = out_dir is not None and distributed.is_writer()
+    progress = progress and distributed.is_writer()
     saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
 
@@ -142,7 +162,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
             print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
         if after_experience is not None:
             after_experience(i, strategy, stream)
-        if out_dir is not None:
+        distributed.assert_in_sync(model, strategy.resume_state(), f"after experience {i}")
+        if writer:
             save_checkpoint(out_dir, {
                 "run_id": config.run_id, "experience": i, "model": model.state_dict(),
                 "strategy": strategy.resume_state(), "rng": rng_state(), "R": R, "R_task": R_task, "R_views": R_views,
@@ -178,6 +199,9 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     }
     if by_order:
         results["final_accuracy_by_eval_order"] = by_order
+    if distributed.world_size() > 1:
+        results["distributed"] = {"processes": distributed.world_size(), "backend": torch.distributed.get_backend(),
+                                  "batch_size_global": config.train.batch_size}
     if R_routing:
         results["task_inference_matrix"] = R_routing
         final = np.array(R_routing[-1])
@@ -196,7 +220,7 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
         "threads": torch.get_num_threads(),
     }
-    if out_dir is not None:
+    if writer:
         write_results(out_dir, results, runtime)
         (out_dir / CHECKPOINT).unlink(missing_ok=True)  # the results file is now the complete record
     results["runtime"] = runtime

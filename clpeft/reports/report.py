@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from clpeft.evaluation.metrics import per_experience_forgetting
-from clpeft.reports.results import find_results, read_results
+from clpeft.reports.results import find_failures, find_results, read_results
 from clpeft.utils.io import atomic_write, atomic_write_text
 
 COLUMNS = [
@@ -225,14 +225,26 @@ def build_report(paths, out_dir: str | Path, title: str = "clpeft report", notes
               "experience; F (max) = mean over old experiences of best earlier accuracy − final; F (after-learning) = "
               "accuracy right after learning − final (Avalanche's); BWT = −F (after-learning). Mean ± std over seeds "
               "(each seed also draws the class order).", ""]
-    body = markdown_table(table)
+    failures = find_failures(paths)
+    body = markdown_table(table) + failures_section(failures)
     figs = "\n".join(f"![{name}]({name})" for name in images)
     atomic_write_text(out / "index.md", "\n".join(header) + body + "\n" + figs + "\n")
-    atomic_write_text(out / "index.html", render_html(title, "\n".join(header), table, images))
+    atomic_write_text(out / "index.html", render_html(title, "\n".join(header), table, images, failures))
     return out / "index.md"
 
 
-def render_html(title: str, header_md: str, table: dict, images: list[str]) -> str:
+def failures_section(failures: list[dict]) -> str:
+    """Runs that raised: listed, never silently dropped from a table of means."""
+    if not failures:
+        return ""
+    lines = ["", f"### Failed runs ({len(failures)}, not in the tables above)", "", "| run | error |", "|---|---|"]
+    for f in failures:
+        error = f"{f.get('error_type', '?')}: {f.get('error', '')}".replace("|", "\\|")
+        lines.append(f"| {f.get('run_id', '?')} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(title: str, header_md: str, table: dict, images: list[str], failures: list[dict] = ()) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
@@ -251,6 +263,11 @@ def render_html(title: str, header_md: str, table: dict, images: list[str]) -> s
                              + "".join(f"<td>{_fmt(row[m], sc)}</td>" for m, _, sc in COLUMNS)
                              + f"<td>{row['trainable']:,}</td></tr>")
         parts.append("</table>")
+    if failures:
+        parts.append(f"<h3>Failed runs ({len(failures)}, not in the tables above)</h3><ul>")
+        parts += [f"<li>{html.escape(f.get('run_id', '?'))}: {html.escape(f.get('error_type', '?'))}: "
+                  f"{html.escape(f.get('error', ''))}</li>" for f in failures]
+        parts.append("</ul>")
     parts += [f"<p><img src='{html.escape(n)}' alt='{html.escape(n)}'></p>" for n in images]
     parts.append("</body></html>")
     return "\n".join(parts)

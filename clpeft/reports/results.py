@@ -83,3 +83,17 @@ def find_results(paths) -> list[Path]:
     if not found:
         raise ClpeftError(f"no results.json under {', '.join(map(str, paths))}; run `clpeft run` first")
     return found
+
+
+def find_failures(paths) -> list[dict]:
+    """Failure records (``failed.json``, written by sweeps) of runs that have no results file."""
+    failures = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for path in sorted(p.rglob("failed.json")):
+                if not (path.parent / "results.json").exists():
+                    try:
+                        failures.append(json.loads(path.read_text()))
+                    except json.JSONDecodeError:
+                        failures.append({"run_id": path.parent.name, "error_type": "unreadable", "error": str(path)})
+    return failures

@@ -12,6 +12,7 @@ from clpeft.strategies.base import CLStrategy, register
 class _AvalanchePluginStrategy(CLStrategy):
     trains = "pet"
     resumable = False  # the plugin's state (Fisher matrices, teacher, buffer) is not captured
+    ddp_safe = False  # nor synchronised across ranks (the replay buffer changes the loader)
 
     def plugin(self, **options):
         raise NotImplementedError

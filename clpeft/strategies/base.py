@@ -25,6 +25,7 @@ from avalanche.training.templates import SupervisedTemplate
 from torch import nn
 from tqdm.auto import tqdm
 
+from clpeft import distributed
 from clpeft.errors import ClpeftError
 from clpeft.utils.device import autocast
 from clpeft.utils.typed import dataclass_from_dict
@@ -94,25 +95,52 @@ class Prediction:
     task: torch.Tensor | None = None
 
 
-class TensorBatches:
-    """Shuffled mini-batches over in-memory tensors; a new permutation (from ``generator``) per epoch."""
+class GlobalBatches:
+    """Shuffled mini-batch indices, a new permutation (from ``generator``) per epoch.
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator,
-                 drop_last: bool = False, progress: str | None = None):
-        self.tensors, self.batch_size, self.generator = tensors, batch_size, generator
+    Under torchrun each rank yields its slice of every global batch (``clpeft.distributed``) and
+    ``share`` holds that slice's fraction of the global batch, which weights the rank's loss.
+    """
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False,
+                 progress: str | None = None):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
         self.drop_last, self.progress = drop_last, progress
+        self.share = 1.0
 
     def __len__(self) -> int:
-        n = len(self.tensors[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
 
-    def __iter__(self) -> Iterator[list[torch.Tensor]]:
-        perm = torch.randperm(len(self.tensors[0]), generator=self.generator)
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        perm = torch.randperm(self.n, generator=self.generator)
+        world = distributed.world_size()
         steps = range(len(self))
         if self.progress:
             steps = tqdm(steps, desc=self.progress, leave=False, dynamic_ncols=True)
         for i in steps:
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            if world > 1:
+                if len(idx) < world:  # too few samples to give every rank one: skipped on all ranks
+                    continue
+                local = distributed.shard(idx)
+                self.share = len(local) / len(idx)
+                idx = local
+            yield idx
+
+
+class TensorBatches:
+    """Shuffled mini-batches over in-memory tensors (indices from :class:`GlobalBatches`)."""
+
+    def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator,
+                 drop_last: bool = False, progress: str | None = None):
+        self.tensors = tensors
+        self.batches = GlobalBatches(len(tensors[0]), batch_size, generator, drop_last, progress)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[torch.Tensor]]:
+        for idx in self.batches:
             yield [t[idx] for t in self.tensors]
 
 
@@ -127,7 +155,9 @@ class CLStrategy(SupervisedTemplate):
     name = "base"
     trains = "pet"
     accepts_pet = True
-    ddp_safe = False
+    #: Trains correctly under torchrun (``clpeft.distributed``): every piece of state outside the
+    #: gradients is computed identically on every rank. Avalanche-plugin strategies are not.
+    ddp_safe = True
 
     def __init__(self, *, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
                  pet=None, plugins=None, evaluator=None, seed: int = 0, in_memory: bool = False,
@@ -229,6 +259,25 @@ class CLStrategy(SupervisedTemplate):
         with autocast(self._autocast_device, self.amp):
             return self.model(self.mb_x)
 
+    def training_epoch(self, **kwargs):
+        self._loss_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        super().training_epoch(**kwargs)
+        if not bool(self._loss_finite):  # checked once per epoch: no host sync per step
+            raise ClpeftError(f"the training loss became NaN or infinite in experience {self.clock.train_exp_counter} "
+                              f"(epoch {self.clock.train_exp_epochs}); lower the learning rate, or use --amp off")
+
+    def backward(self):
+        self._loss_finite &= torch.isfinite(self.loss.detach()).all()
+        if distributed.world_size() > 1:  # this rank's share of the global batch's mean loss
+            (self.loss * self._batches.share).backward(retain_graph=self.retain_graph)
+        else:
+            super().backward()
+
+    def optimizer_step(self):
+        if distributed.world_size() > 1:
+            distributed.sum_gradients([p for group in self.optimizer.param_groups for p in group["params"]])
+        super().optimizer_step()
+
     def criterion(self):
         if not self.is_training:
             return F.cross_entropy(self.mb_output.float(), self.mb_y)
@@ -258,6 +307,15 @@ class CLStrategy(SupervisedTemplate):
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):
+        generator = torch.Generator().manual_seed(self.seed * 1000 + self.clock.train_exp_counter)
+        label = f"{self.name} exp {self.clock.train_exp_counter}" if self.progress else None
+        if not self.in_memory and distributed.world_size() > 1:
+            batches = GlobalBatches(len(self.adapted_dataset), self.settings.batch_size, generator,
+                                    self.settings.drop_last, label)
+            self.dataloader = torch.utils.data.DataLoader(self.adapted_dataset, batch_sampler=batches,
+                                                          num_workers=num_workers, pin_memory=bool(pin_memory))
+            self._batches = batches
+            return
         if not self.in_memory:
             return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                                                  persistent_workers=persistent_workers,
@@ -266,6 +324,5 @@ class CLStrategy(SupervisedTemplate):
 
         x, y = materialize(self.adapted_dataset)
         t = torch.full_like(y, int(self.experience.task_label))
-        generator = torch.Generator().manual_seed(self.seed * 1000 + self.clock.train_exp_counter)
-        label = f"{self.name} exp {self.clock.train_exp_counter}" if self.progress else None
         self.dataloader = TensorBatches((x, y, t), self.settings.batch_size, generator, self.settings.drop_last, label)
+        self._batches = self.dataloader.batches
