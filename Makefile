@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -46,6 +46,9 @@ wa: setup
 exssnet: setup
 	$(PY) examples/exssnet_table.py
 
+jare: setup
+	$(PY) examples/jare_table.py
+
 # On a GPU machine: the digits table on cuda, fp32 and bf16 (reports/gpu), and the CUDA tests.
 gpu: setup
 	$(PY) -m pytest tests/test_cuda.py
@@ -57,6 +60,8 @@ bench: setup
 	$(PY) benchmarks/lae_cost.py
 	$(PY) benchmarks/lame_cost.py
 	$(PY) benchmarks/exssnet_cost.py
+	$(PY) benchmarks/jare_cost.py
+	$(PY) benchmarks/sweep_scaling.py
 
 clean:
 	rm -rf runs

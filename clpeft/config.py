@@ -10,6 +10,7 @@ Scenario file layout (every key optional except ``stream``)::
     strategies:                   # best settings per strategy: train/model overrides, options, pet
       linear_probe: {train: {lr: 0.01}}
       lae: {model: {head_init_std: 0.001}, pet: adapter}
+      jare: {pet: lora, pet_settings: {targets: ["blocks.*.attn.proj"], rank: 8}}   # overrides pets.lora
       lwf: {options: {alpha: 1.0}}
     pets:                         # settings per PET module name
       adapter: {bottleneck: 5}
@@ -120,9 +121,9 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
     strategy = strategy or scenario.get("strategy") or "finetune"
     get_strategy(strategy)  # unknown name → one-line error
     per_strategy = (scenario.get("strategies") or {}).get(strategy) or {}
-    unknown = sorted(set(per_strategy) - {"train", "model", "options", "pet"})
+    unknown = sorted(set(per_strategy) - {"train", "model", "options", "pet", "pet_settings"})
     if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use train, model, options or pet")
+        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use train, model, options, pet or pet_settings")
     train = {**(scenario.get("train") or {}), **(per_strategy.get("train") or {})}
     overrides = overrides or {}
     train.update(overrides.get("train", {}))
@@ -140,6 +141,8 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
         if pet not in PET_TYPES:
             raise ClpeftError(f"unknown PET module {pet!r}; choose one of {', '.join(sorted(PET_TYPES))} (see `clpeft list`)")
         pet_settings = dict((scenario.get("pets") or {}).get(pet) or {})
+        if pet == per_strategy.get("pet"):  # the strategy's own PET placement (e.g. JARe's attention projections)
+            pet_settings.update(per_strategy.get("pet_settings") or {})
     tta_settings = {}
     if tta:
         if tta not in TTA_METHODS:

@@ -179,7 +179,8 @@ def _run(config: RunConfig, out_dir: Path | None, progress: bool, plugins, evalu
                                  "final_accuracy": float(np.average(row.accuracy, weights=row.counts))})
     params = count_parameters(model)
     params["trainable"] = int(sum(p.numel() for p in strategy.trainable_parameters()))
-    params["pet"] = int(sum(p.numel() for p in pet.parameters())) if pet is not None else 0
+    one = None if pet is None else pet.active or (pet.names[0] if pet.names else None)
+    params["pet"] = pet.num_parameters(one) if one is not None else 0  # one instance (slot, mask, expert)
     params["pet_all_instances"] = int(sum(pet.num_parameters(n) for n in pet.names)) if pet is not None else 0
     results = {
         "schema_version": SCHEMA_VERSION,

@@ -253,17 +253,22 @@ class PETController:
             self.routing.active = previous
 
     @contextmanager
-    def mixing(self, names: list[str], weights: torch.Tensor):
+    def mixing(self, names: list[str], weights: torch.Tensor, index: torch.Tensor | None = None):
+        """Bank mode: sample ``b`` runs with ``Σ_k weights[b, k] · instance``, the instances being ``names``
+        (weights ``[batch, len(names)]``) or, with ``index`` ``[batch, k]``, ``names[index[b, j]]``
+        (weights ``[batch, k]``): a sparse top-k mixture that LoRA computes at a cost independent of the bank."""
         for n in names:
             self._check(n)
-        if weights.dim() != 2 or weights.shape[1] != len(names):
+        if index is None and (weights.dim() != 2 or weights.shape[1] != len(names)):
             raise ClpeftError(f"mixture weights must be [batch, {len(names)}], got {tuple(weights.shape)}")
-        previous = (self.routing.mix_names, self.routing.mix_weights)
-        self.routing.mix_names, self.routing.mix_weights = list(names), weights
+        if index is not None and (weights.shape != index.shape or weights.dim() != 2):
+            raise ClpeftError(f"sparse mixture: weights {tuple(weights.shape)} and index {tuple(index.shape)} must both be [batch, k]")
+        previous = (self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index)
+        self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index = list(names), weights, index
         try:
             yield self
         finally:
-            self.routing.mix_names, self.routing.mix_weights = previous
+            self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index = previous
 
     # ------------------------------------------------------------------ parameters and state
     def named_parameters(self, name: str | None = None) -> dict[str, nn.Parameter]:

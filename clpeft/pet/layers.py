@@ -24,7 +24,15 @@ class Routing:
 
     active: str | None = None
     mix_names: list | None = None
-    mix_weights: torch.Tensor | None = None  # [batch, len(mix_names)]
+    mix_weights: torch.Tensor | None = None  # [batch, len(mix_names)], or [batch, k] with mix_index
+    mix_index: torch.Tensor | None = None  # [batch, k]: sample b mixes mix_names[mix_index[b, j]] (sparse bank)
+
+    def dense_weights(self) -> torch.Tensor:
+        """[batch, len(mix_names)] mixture weights (a sparse top-k mixture scattered into the bank)."""
+        if self.mix_index is None:
+            return self.mix_weights
+        dense = self.mix_weights.new_zeros(self.mix_weights.shape[0], len(self.mix_names))
+        return dense.scatter_add(1, self.mix_index, self.mix_weights)
 
 
 class Scaler(nn.Module):
@@ -71,7 +79,7 @@ class PETLayer(nn.Module):
         """('single', instance) | ('mix', (instances, weights)) | None when no PET acts."""
         r = self.routing
         if r.mix_names is not None:
-            return "mix", ([self.instances[n] for n in r.mix_names], r.mix_weights)
+            return "mix", ([self.instances[n] for n in r.mix_names], r.dense_weights())
         if r.active is not None and r.active in self.instances:
             return "single", self.instances[r.active]
         return None
@@ -201,8 +209,15 @@ class LoRALayer(PETLayer):
                 b = torch.stack([m.lora_B[i] for m in mods]).to(xi.dtype)        # [K, o, r]
                 s = torch.stack([m.scales[i]() for m in mods]).to(xi.dtype)      # [K]
                 flat = xi.reshape(xi.shape[0], -1, xi.shape[-1])
-                u = torch.einsum("bmi,kri->bmkr", flat, a) * (w.to(xi.dtype) * s)[:, None, :, None]
-                d = torch.einsum("bmkr,kor->bmo", u, b).reshape(*xi.shape[:-1], end - start)
+                index = self.routing.mix_index
+                if index is None:  # dense: every instance of the bank, weighted
+                    u = torch.einsum("bmi,kri->bmkr", flat, a) * (w.to(xi.dtype) * s)[:, None, :, None]
+                    d = torch.einsum("bmkr,kor->bmo", u, b)
+                else:  # sparse: only each sample's k instances, so the cost does not grow with the bank
+                    wk = self.routing.mix_weights.to(xi.dtype) * s[index]        # [B, k]
+                    u = torch.einsum("bmi,bkri->bmkr", flat, a[index]) * wk[:, None, :, None]
+                    d = torch.einsum("bmkr,bkor->bmo", u, b[index])
+                d = d.reshape(*xi.shape[:-1], end - start)
             out[..., start:end] += d.to(out.dtype)
         return out.permute(0, 3, 1, 2) if self.is_conv else out
 

@@ -23,6 +23,9 @@ def group_key(r: dict) -> tuple[str, str]:
     method = cfg["strategy"] + (f"+{cfg['pet']}" if cfg.get("pet") else "")
     if cfg.get("options"):  # ablations of one method get their own rows
         method += " [" + ", ".join(f"{k}={v}" for k, v in sorted(cfg["options"].items())) + "]"
+    order = (cfg.get("stream") or {}).get("eval_order", "iid")
+    if order != "iid":  # batch composition changes what batch-level methods see
+        method += f" @{order} batches"
     if cfg.get("amp", "off") != "off":  # precision changes the numbers: never averaged with fp32 runs
         method += f" ({cfg['amp']})"
     where = "" if cfg.get("device", "cpu") == "cpu" else f", {cfg['device']}"

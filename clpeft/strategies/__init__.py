@@ -1,5 +1,5 @@
 """Strategies: the shared loop (``base``) and one file per method, looked up in a registry."""
-from clpeft.strategies import (avalanche_baselines, exssnet, finetune, joint, lae, linear_probe,  # noqa: F401
+from clpeft.strategies import (avalanche_baselines, exssnet, finetune, jare, joint, lae, linear_probe,  # noqa: F401
                                 prototype, wa)
 from clpeft.strategies.base import STRATEGIES, CLStrategy, Prediction, TrainSettings, get_strategy, register
 
