@@ -48,6 +48,7 @@ exssnet: setup
 
 jare: setup
 	$(PY) examples/jare_table.py
+	$(PY) examples/jare_table.py --scenario fortunes_b0_inc2 --out runs/jare_text --report reports/jare_text --variants 2
 
 # On a GPU machine: the digits table on cuda, fp32 and bf16 (reports/gpu), and the CUDA tests.
 gpu: setup

@@ -19,20 +19,22 @@ parser.add_argument("--out", default="runs/jare")
 parser.add_argument("--report", default="reports/jare")
 parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
 parser.add_argument("--scenario", default="digits_b0_inc2")
+parser.add_argument("--variants", type=int, default=4, help="the first N rows of VARIANTS (1: per-sample only)")
 args = parser.parse_args()
 
 scenario = load_scenario(args.scenario)
 VARIANTS = [({}, "iid"), ({"retrieval": "batch"}, "iid"), ({"retrieval": "batch"}, "class_grouped"),
             ({"train_slots": "joint"}, "iid")]
 configs = [resolve(scenario, strategy="jare", seed=seed, overrides={"options": options, "stream": {"eval_order": order}})
-           for seed in args.seeds for options, order in VARIANTS]
+           for seed in args.seeds for options, order in VARIANTS[:args.variants]]
+configs += [resolve(scenario, strategy="prototype", seed=seed) for seed in args.seeds]  # the frozen features alone
 run_all(configs, args.out, log=lambda line: print(line, flush=True))
-build_report([args.out], args.report, title="JARe/DTKR on the digits stream",
-             notes="Produced by `make jare` (examples/jare_table.py) on the CPU machine (2 cores). Frozen Fashion-MNIST "
-                   "ViT; per experience 4 slots: grouped keys (6 groups) fitted on the experience's frozen queries, and "
-                   "4 LoRA increments (rank 8, scale 1) on every block's attention output projection; each sample mixes "
-                   "its top-4 slots by similarity in one batched forward; shared head (std 0.001 init), CE over the "
-                   "current experience's classes, Adam 0.0005, 3 epochs. Task inference column = retrieval accuracy "
-                   "(top-1 slot of the sample's own experience); task-IL = oracle retrieval (own experience's slots "
-                   "only). Test batches are i.i.d. (mixed classes) unless a row says class_grouped. References on the "
-                   "same stream and backbone (reports/baselines, reports/lae): finetune 19.0, prototype 58.9, LAE 36.4.")
+build_report([args.out], args.report, title=f"JARe/DTKR on {args.scenario}",
+             notes=f"Produced by examples/jare_table.py --scenario {args.scenario} on the CPU machine (2 cores); settings "
+                   f"from scenarios/{args.scenario}.yaml ({scenario.get('description', '')}). Per experience 4 slots: "
+                   "grouped keys (6 groups) fitted on the experience's frozen queries, and 4 LoRA increments (rank 8, "
+                   "scale 1) on every attention output projection; each sample mixes its top-4 slots by similarity in "
+                   "one batched forward; shared head (std 0.001 init), CE over the current experience's classes. Task "
+                   "inference column = retrieval accuracy (top-1 slot of the sample's own experience); task-IL = oracle "
+                   "retrieval (own experience's slots only). Test batches are i.i.d. (mixed classes) unless a row says "
+                   "class_grouped. `prototype`: cosine prototypes on the same frozen features (no increments).")

@@ -106,3 +106,41 @@ def test_jare_needs_lora_and_known_options(fast_scenario):
         run(resolve(fast_scenario, strategy="jare", pet="adapter"))
     with pytest.raises(ClpeftError, match="unknown retrieval"):
         run(resolve(fast_scenario, strategy="jare", pet="lora", overrides={"options": {"retrieval": "task"}}))
+
+
+def test_retrieval_and_sparse_mixing_on_a_bert_encoder_like_minilm():
+    """The text path: a BERT-family encoder (MiniLM's architecture, random weights), mean-pooled frozen output
+    as the query, LoRA slots on every attention output projection (JARe's official placement)."""
+    import transformers  # the test extra installs it: the text path is always tested
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermediate_size=96,
+                                  vocab_size=100, max_position_embeddings=32)
+    bert = transformers.BertModel(cfg).eval()
+    pet = inject_pet(bert, LoRAConfig(rank=4, alpha=4.0, targets=["encoder.layer.*.attention.output.dense"]), name="e0s0")
+    assert len(pet.layers) == 3
+    for name in ("e0s1", "e1s0", "e1s1"):
+        pet.add(name)
+    with torch.no_grad():
+        for name in pet.names:
+            for p in pet.parameters(name):
+                p.normal_(0, 0.05)
+
+    def pooled(ids):
+        mask = torch.ones_like(ids)
+        return (bert(input_ids=ids, attention_mask=mask).last_hidden_state * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+
+    g = torch.Generator().manual_seed(1)
+    texts = [torch.randint(0, 50, (40, 12), generator=g), torch.randint(50, 100, (40, 12), generator=g)]  # two "topics"
+    with torch.no_grad(), pet.using(None):
+        queries = [pooled(t) for t in texts]
+    bank = torch.cat([fit_keys(q, 2, 6, torch.Generator().manual_seed(e)) for e, q in enumerate(queries)], dim=1)
+    mixed = torch.cat([texts[0][:4], texts[1][:4]])
+    with torch.no_grad(), pet.using(None):
+        index, weights = retrieve(pooled(mixed), bank, top_k=2)
+    assert (index[:4, 0] < 2).all() and (index[4:, 0] >= 2).all()  # each text retrieves its topic's slots
+    with torch.no_grad():
+        with pet.mixing(pet.names, weights, index=index):
+            together = pooled(mixed)
+        for b in range(8):
+            with pet.mixing(pet.names, weights[b:b + 1], index=index[b:b + 1]):
+                assert torch.allclose(together[b:b + 1], pooled(mixed[b:b + 1]), atol=1e-5)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clpeft.errors import ClpeftError
 from clpeft.models.backbones import BackboneSpec, create_backbone
 from clpeft.models.heads import IncrementalHead
 from clpeft.streams.datasets import InputSpec
@@ -56,7 +57,18 @@ class ContinualModel(nn.Module):
 def build_model(backbone: str, num_classes: int, data: InputSpec, pretrained: bool = True,
                 checkpoint: str | None = None, head_init_std: float | None = None, normalize: bool = True,
                 **overrides) -> ContinualModel:
-    """``normalize=False`` feeds [0, 1] pixels unnormalised (LAE's official quirk, kept as a named option)."""
+    """``normalize=False`` feeds [0, 1] pixels unnormalised (LAE's official quirk, kept as a named option).
+    Text streams take a text backbone (``clpeft.models.text``), which tokenises the byte rows itself."""
+    from clpeft.models.text import TEXT_BACKBONES, create_text_backbone
+
+    if (data.modality == "text") != (backbone in TEXT_BACKBONES):
+        raise ClpeftError(f"backbone {backbone} cannot read a {data.modality} stream; use "
+                          + (f"one of {', '.join(TEXT_BACKBONES)}" if data.modality == "text" else "an image backbone"))
+    if backbone in TEXT_BACKBONES:
+        if checkpoint is not None:
+            raise ClpeftError("--checkpoint is for image backbones; a text backbone loads its own weights package")
+        net = create_text_backbone(backbone, pretrained=pretrained, **overrides)
+        return ContinualModel(net, IncrementalHead(net.num_features, num_classes, init_std=head_init_std))
     net, spec = create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, **overrides)
     head = IncrementalHead(net.num_features, num_classes, init_std=head_init_std)
     return ContinualModel(net, head, InputAdapter(data, spec, normalize), spec)

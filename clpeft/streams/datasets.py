@@ -32,10 +32,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 @dataclass(frozen=True)
 class InputSpec:
-    """Shape of the images a data set yields: channels and (square) side in pixels."""
+    """Shape of the samples a data set yields: channels and (square) side in pixels; for ``modality="text"``,
+    rows of ``size`` UTF-8 bytes (zero-padded) that the text backbone tokenises itself."""
 
     channels: int
     size: int
+    modality: str = "image"
 
 
 class TensorImageDataset(Dataset):
@@ -327,7 +329,53 @@ def load_image_folder(root: str | Path | None = None, image_size: int = 224, **_
     )
 
 
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+TEXT_BYTES = 256
+
+
+def read_fortune_file(path: Path) -> list[str]:
+    """One fortune file: entries separated by lines holding only ``%``."""
+    entries, current = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip() == "%":
+            entries.append(" ".join(current).strip())
+            current = []
+        else:
+            current.append(line.strip())
+    entries.append(" ".join(current).strip())
+    return [e for e in entries if e]
+
+
+def encode_texts(texts: list[str], width: int = TEXT_BYTES) -> torch.Tensor:
+    """UTF-8 bytes, cut at ``width`` (on a character boundary) and zero-padded: [N, width] uint8."""
+    rows = torch.zeros(len(texts), width, dtype=torch.uint8)
+    for i, text in enumerate(texts):
+        data = text.encode("utf-8")[:width].decode("utf-8", "ignore").encode("utf-8")
+        if data:
+            rows[i, :len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    return rows
+
+
+def load_fortunes(root: str | Path | None = None, classes: int = 10, **_) -> tuple[Dataset, Dataset, InputSpec]:
+    """Text: the ``classes`` largest categories of Debian's fortune files (category = label), split 80/20.
+
+    Offline from Debian (``apt-get install fortunes fortunes-min``); ``root`` is any folder of such files."""
+    base = Path(root) if root else FORTUNES_DIR
+    files = sorted(f for f in base.glob("*") if f.is_file() and not f.suffix) if base.is_dir() else []
+    if not files:
+        raise ClpeftError(f"no fortune files in {base}; install Debian's fortunes (apt-get install fortunes fortunes-min) "
+                          "or set stream.root to a folder of fortune files")
+    categories = sorted(((read_fortune_file(f), f.name) for f in files), key=lambda c: (-len(c[0]), c[1]))[:classes]
+    if len(categories) < classes:
+        raise ClpeftError(f"{base} has {len(categories)} fortune categories, {classes} asked for; lower the class count")
+    texts = [t for entries, _ in categories for t in entries]
+    labels = np.array([label for label, (entries, _) in enumerate(categories) for _ in entries], dtype=np.int64)
+    train, test = _stratified_split(encode_texts(texts), labels)
+    return train, test, InputSpec(channels=1, size=TEXT_BYTES, modality="text")
+
+
 DATASETS: dict[str, Callable] = {
+    "fortunes": load_fortunes,
     "digits": load_digits,
     "mnist5k": load_mnist5k,
     "fashion_mnist": load_fashion_mnist,
@@ -336,4 +384,4 @@ DATASETS: dict[str, Callable] = {
     "cub200": load_cub200,
     "image_folder": load_image_folder,
 }
-OFFLINE_DATASETS = ("digits", "mnist5k", "fashion_mnist")
+OFFLINE_DATASETS = ("digits", "mnist5k", "fashion_mnist", "fortunes")
