@@ -16,6 +16,17 @@ def clustered_queries(experiences=4, per=60, dim=48, noise=0.15, seed=0):
     return [centres[e] + noise * torch.randn(per, dim, generator=g) for e in range(experiences)]
 
 
+def assert_each_sample_as_alone(pet, forward, x, weights, index):
+    """The sparse mixture over a batch gives every sample what it gets in a batch of its own."""
+    with torch.no_grad():
+        with pet.mixing(pet.names, weights, index=index):
+            together = forward(x)
+        for b in range(len(x)):
+            with pet.mixing(pet.names, weights[b:b + 1], index=index[b:b + 1]):
+                assert torch.allclose(together[b:b + 1], forward(x[b:b + 1]), atol=1e-5)
+    return together
+
+
 def test_retrieval_picks_each_experiences_own_slots_on_separated_experiences():
     data = clustered_queries()
     keys = [fit_keys(q, slots=3, groups=6, generator=torch.Generator().manual_seed(e)) for e, q in enumerate(data)]
@@ -58,12 +69,8 @@ def test_sparse_bank_mixture_per_sample_equals_each_sample_alone_and_the_dense_m
     x = torch.randn(5, 3, 32, 32)
     index = torch.stack([torch.randperm(6)[:3] for _ in range(5)])
     weights = torch.softmax(torch.randn(5, 3), dim=1)
+    batched = assert_each_sample_as_alone(pet, model, x, weights, index)
     with torch.no_grad():
-        with pet.mixing(pet.names, weights, index=index):
-            batched = model(x)
-        for b in range(5):
-            with pet.mixing(pet.names, weights[b:b + 1], index=index[b:b + 1]):
-                assert torch.allclose(batched[b:b + 1], model(x[b:b + 1]), atol=1e-5)
         dense = torch.zeros(5, 6).scatter_add(1, index, weights)
         with pet.mixing(pet.names, dense):
             assert torch.allclose(batched, model(x), atol=1e-5)
@@ -138,9 +145,4 @@ def test_retrieval_and_sparse_mixing_on_a_bert_encoder_like_minilm():
     with torch.no_grad(), pet.using(None):
         index, weights = retrieve(pooled(mixed), bank, top_k=2)
     assert (index[:4, 0] < 2).all() and (index[4:, 0] >= 2).all()  # each text retrieves its topic's slots
-    with torch.no_grad():
-        with pet.mixing(pet.names, weights, index=index):
-            together = pooled(mixed)
-        for b in range(8):
-            with pet.mixing(pet.names, weights[b:b + 1], index=index[b:b + 1]):
-                assert torch.allclose(together[b:b + 1], pooled(mixed[b:b + 1]), atol=1e-5)
+    assert_each_sample_as_alone(pet, pooled, mixed, weights, index)
