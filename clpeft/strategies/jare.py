@@ -128,10 +128,13 @@ class JARe(CLStrategy):
 
     # ------------------------------------------------------------------ training
     def trainable_parameters(self):
-        current = self.pet.parameters(self.slot_names[-1][0]) if self.slot_names else []
-        for name in self.slot_names[-1][1:] if self.slot_names else []:
-            current = current + self.pet.parameters(name)
-        return current + list(self.model.head.parameters())
+        current = self.slot_names[-1] if self.slot_names else []
+        return [p for name in current for p in self.pet.parameters(name)] + list(self.model.head.parameters())
+
+    def _freeze(self, names: list[str]) -> None:
+        for name in names:
+            for p in self.pet.parameters(name):
+                p.requires_grad_(False)
 
     def _before_training_exp(self, **kwargs):
         t = len(self.keys)
@@ -159,9 +162,7 @@ class JARe(CLStrategy):
         return self._mixed(self.mb_x, experiences)[1]
 
     def _after_training_exp(self, **kwargs):
-        for name in self.slot_names[-1]:  # old slots never change again
-            for p in self.pet.parameters(name):
-                p.requires_grad_(False)
+        self._freeze(self.slot_names[-1])  # old slots never change again
         super()._after_training_exp(**kwargs)
 
     # ------------------------------------------------------------------ evaluation
@@ -197,6 +198,4 @@ class JARe(CLStrategy):
         super().load_resume_state(state, model_state, train_stream)
         self.keys, self.slot_names = list(state["keys"]), [list(n) for n in state["slot_names"]]
         for names in self.slot_names:
-            for name in names:
-                for p in self.pet.parameters(name):
-                    p.requires_grad_(False)
+            self._freeze(names)
