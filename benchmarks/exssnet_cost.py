@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore")
 def main():
     from clpeft.models.continual_model import build_model
     from clpeft.pet import SupermaskConfig, inject_pet
-    from clpeft.pet.layers import SupermaskLayer
+    from clpeft.pet.supermask import SupermaskLayer
     from clpeft.strategies.exssnet import entropy
     from clpeft.streams.datasets import InputSpec
 

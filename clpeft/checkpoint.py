@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from clpeft.errors import ClpeftError
-from clpeft.utils.io import atomic_write
+from clpeft.rundir import CHECKPOINT
+from clpeft.utils.io import atomic_write, writing
 
-CHECKPOINT = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2
+KEYS = ("run_id", "experience", "model", "strategy", "rng", "history")
 
 
 def rng_state() -> dict:
@@ -42,7 +43,9 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(out_dir: Path, payload: dict) -> Path:
     payload = {"format": FORMAT, **payload}
-    return atomic_write(Path(out_dir) / CHECKPOINT, lambda p: torch.save(payload, p))
+    path = Path(out_dir) / CHECKPOINT
+    with writing(path, "the checkpoint"):
+        return atomic_write(path, lambda p: torch.save(payload, p))
 
 
 def load_checkpoint(out_dir: Path, run_id: str) -> dict | None:
@@ -54,8 +57,12 @@ def load_checkpoint(out_dir: Path, run_id: str) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise ClpeftError(f"checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over") from exc
-    if state.get("format") != FORMAT:
-        raise ClpeftError(f"checkpoint {path} has format {state.get('format')}, this clpeft writes {FORMAT}; delete it to start over")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ClpeftError(f"checkpoint {path} has format {found}, this clpeft writes {FORMAT}; delete it to start over")
+    if not isinstance(state, dict) or any(key not in state for key in KEYS):
+        missing = next((k for k in KEYS if not isinstance(state, dict) or k not in state), "?")
+        raise ClpeftError(f"checkpoint {path} is damaged (no {missing!r}); delete it to start over")
     if state.get("run_id") != run_id:  # the run id carries the seed and the hash of the resolved config
         raise ClpeftError(f"checkpoint {path} belongs to another configuration; use another --out or delete it")
     return state

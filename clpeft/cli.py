@@ -1,4 +1,9 @@
-"""``clpeft run | sweep | list | report | pretrain``. User errors print one line and exit with code 2."""
+"""``clpeft run | sweep | list | report | pretrain``.
+
+Bad input prints one line (``clpeft: error: …`` naming the fix) and exits with code 2 before any expensive
+work; Ctrl-C prints how far the run got and exits with 130. Heavy modules are imported inside the
+commands, so ``clpeft --help`` and ``clpeft list`` answer at once.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,32 +12,81 @@ from pathlib import Path
 
 from clpeft.errors import ClpeftError
 
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def parse_pairs(pairs: list[str] | None, flag: str, example: str) -> dict:
+    """``KEY=VALUE`` pairs, each value read as YAML (numbers, true/false, null, lists)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ClpeftError(f"{flag} needs KEY=VALUE, got {pair!r} (e.g. {flag} {example})")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            raise ClpeftError(f"{flag} {key}: cannot read value {value!r}; quote strings, e.g. {key}=name") from None
+    return out
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """``--option key=value`` → strategy options."""
+    return parse_pairs(pairs, "--option", "ema_decay=0.999")
+
+
+def imports_of(args) -> list[str]:
+    from clpeft.plugins import import_plugins, normalize_import
+
+    imports = [normalize_import(spec) for spec in (getattr(args, "imports", None) or [])]
+    import_plugins(imports)
+    return imports
+
+
+def run_overrides(args) -> tuple[dict, dict]:
+    """(named fields, section overrides) from ``--set`` and the shortcut flags; flags win over ``--set``."""
+    from clpeft.config import split_dotted
+
+    named, overrides = split_dotted(parse_pairs(args.set, "--set", "train.lr=0.01"), "--set")
+    unknown = sorted(set(named) - {"strategy", "pet", "seed", "tta", "amp", "device"})
+    if unknown:
+        raise ClpeftError(f"--set {unknown[0]}: use a dotted key (train.lr, model.backbone, stream.n_experiences, "
+                          "options.NAME, pet.NAME, tta.NAME) or strategy, pet, seed, tta, amp, device")
+    for section in ("train", "stream", "model"):
+        overrides.setdefault(section, {})
+    overrides.setdefault("options", {}).update(parse_options(args.option))
+    shortcuts = {("train", "epochs"): args.epochs, ("stream", "root"): args.data_root, ("model", "checkpoint"): args.checkpoint,
+                 ("model", "backbone"): args.backbone, ("stream", "eval_order"): args.eval_order}
+    for (section, key), value in shortcuts.items():
+        if value is not None:
+            overrides[section][key] = value
+    for key in ("strategy", "pet", "seed", "tta", "amp", "device"):
+        if getattr(args, key) is not None:
+            named[key] = getattr(args, key)
+    return named, overrides
+
 
 def cmd_run(args) -> int:
+    from clpeft import rundir
     from clpeft.config import load_scenario, resolve
-    from clpeft.run import run
 
+    imports = imports_of(args)
     scenario = load_scenario(args.scenario)
-    overrides: dict = {"train": {}, "stream": {}, "model": {}, "options": parse_options(args.option)}
-    if args.epochs is not None:
-        overrides["train"]["epochs"] = args.epochs
-    if args.data_root:
-        overrides["stream"]["root"] = args.data_root
-    if args.checkpoint:
-        overrides["model"]["checkpoint"] = args.checkpoint
-    if args.backbone:
-        overrides["model"]["backbone"] = args.backbone
-    if args.eval_order:
-        overrides["stream"]["eval_order"] = args.eval_order
-    config = resolve(scenario, strategy=args.strategy, pet=args.pet, seed=args.seed, device=args.device,
-                     amp=args.amp, overrides=overrides, tta=args.tta)
+    named, overrides = run_overrides(args)
+    config = resolve(scenario, strategy=named.get("strategy"), pet=named.get("pet"), seed=named.get("seed"),
+                     device=named.get("device", "cpu"), amp=named.get("amp"), overrides=overrides,
+                     tta=named.get("tta"), imports=imports)
     out = Path(args.out) if args.out else Path("runs") / config.run_id
-    if (out / "results.json").exists() and not args.overwrite:
+    if out.is_dir() and rundir.plan(out, config.run_id, args.resume, args.overwrite) == "complete":
         if args.resume:
             print(f"{config.run_id}: already complete → {out}/results.json")
             return 0
-        raise ClpeftError(f"{out}/results.json exists; pass --overwrite or choose another --out")
-    results = run(config, out_dir=out, progress=not args.quiet, resume=args.resume)
+        raise ClpeftError(f"{out}/results.json exists for this run; pass --overwrite or choose another --out")
+    from clpeft.run import run
+
+    results = run(config, out_dir=out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite)
     from clpeft.distributed import is_writer
 
     if not is_writer():  # torchrun: rank 0 reports
@@ -40,50 +94,58 @@ def cmd_run(args) -> int:
     m = results["metrics"]
     print(f"{config.run_id}: A_T={m['final_accuracy']:.4f} Ā={m['average_incremental_accuracy']:.4f} "
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
+    health = results.get("health", {})
+    if health.get("status") == "diverged":
+        print(f"clpeft: warning: this run DIVERGED (marked so in results.json): {'; '.join(health['reasons'])}",
+              file=sys.stderr)
     return 0
 
 
-def parse_options(pairs: list[str] | None) -> dict:
-    """``--option key=value`` (value read as YAML: numbers, true/false, null, lists) → strategy options."""
-    import yaml
-
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ClpeftError(f"--option needs KEY=VALUE, got {pair!r} (e.g. --option ema_decay=0.999)")
-        try:
-            options[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ClpeftError(f"--option {key}: cannot read value {value!r}; quote strings, e.g. {key}=name") from None
-    return options
-
-
 def cmd_list(args) -> int:
-    from clpeft.config import SCENARIOS_DIR
-    from clpeft.models.backbones import BACKBONES
-    from clpeft.pet import PET_TYPES
-    from clpeft.streams.datasets import DATASETS, OFFLINE_DATASETS
-    from clpeft.strategies.base import STRATEGIES, get_strategy
+    from clpeft import catalog
 
-    get_strategy("finetune")
-    print("scenarios:  " + ", ".join(sorted(p.stem for p in SCENARIOS_DIR.glob("*.yaml"))))
-    print("datasets:   " + ", ".join(f"{d}{' (offline)' if d in OFFLINE_DATASETS else ''}" for d in DATASETS))
-    print("strategies: " + ", ".join(sorted(STRATEGIES)))
-    print("pet:        " + ", ".join(PET_TYPES))
-    print("backbones:  " + ", ".join(BACKBONES) + ", or any timm model name")
+    if args.options:
+        return list_options(args.options, imports_of(args))
+    imports_of(args)
+    for line in catalog.listing():
+        print(line)
+    return 0
+
+
+def list_options(name: str, imports) -> int:
+    """A strategy's options with types, defaults and one-line docs."""
+    from clpeft.strategies.base import get_strategy
+    from clpeft.utils.typed import describe_fields
+
+    cls = get_strategy(name)
+    rows = describe_fields(cls.Options)
+    doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+    print(f"{name}: {doc[0] if doc else ''}")
+    pets = ("any" if cls.accepts_pet is True else "none" if cls.accepts_pet is False else " | ".join(cls.accepts_pet))
+    print(f"  PET modules: {pets}{' (required)' if cls.requires_pet else ''}; loss scope: {cls.loss_scope or 'train.loss_scope'}")
+    if not rows:
+        print("  (no options)")
+    for field_name, type_name, default, text in rows:
+        print(f"  --option {field_name}=…  ({type_name}, default {default})  {text}")
     return 0
 
 
 def cmd_sweep(args) -> int:
+    from clpeft.config import split_dotted
     from clpeft.sweep import load_sweep, run_sweep
 
-    sweep = load_sweep(args.sweep, out=args.out, device=args.device)
+    imports = imports_of(args)
+    named, overrides = split_dotted(parse_pairs(args.set, "--set", "train.epochs=1"), "--set")
+    if named:
+        raise ClpeftError(f"--set {sorted(named)[0]} on a sweep: use a dotted key (e.g. train.epochs=1); grid keys "
+                          "such as seed belong in the sweep file")
+    sweep = load_sweep(args.sweep, out=args.out, device=args.device, imports=imports, overrides=overrides)
     print(f"sweep {sweep.name}: {len(sweep.configs)} runs on {args.engine} → {sweep.out}", flush=True)
     summary = run_sweep(sweep, engine=args.engine, address=args.address, workers=args.workers,
                         report=not args.no_report, log=lambda line: print(line, flush=True))
-    print(f"{summary['done']} ran, {summary['skipped']} finished before, {summary['failed']} failed "
-          f"in {summary['wall_seconds']:.1f} s → {sweep.out}/sweep.json" + (f", {summary['report']}" if "report" in summary else ""))
+    print(f"{summary['done']} ran, {summary['diverged']} diverged, {summary['skipped']} finished before, "
+          f"{summary['failed']} failed in {summary['wall_seconds']:.1f} s → {sweep.out}/sweep.json"
+          + (f", {summary['report']}" if "report" in summary else ""))
     return 1 if summary["failed"] else 0
 
 
@@ -91,7 +153,7 @@ def cmd_report(args) -> int:
     from clpeft.reports.report import build_report
 
     path = build_report(args.runs, args.out, title=args.title)
-    print(f"report written to {path} (and index.html, PNG plots)")
+    print(f"report written to {path} (and index.html, runs.csv, figures)")
     return 0
 
 
@@ -105,51 +167,65 @@ def cmd_pretrain(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="clpeft", description="Continual learning with parameter-efficient tuning")
+    p = argparse.ArgumentParser(prog="clpeft", description="Continual learning with parameter-efficient tuning: "
+                                "strategies × PET modules on class-incremental streams, with forgetting metrics.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="train one strategy on one scenario and write results")
-    r.add_argument("scenario", help="scenario YAML path or name in scenarios/")
-    r.add_argument("--strategy")
+    r.add_argument("scenario", help="scenario YAML path or a name from `clpeft list`")
+    r.add_argument("--strategy", help="strategy name (default: the scenario's; see `clpeft list`)")
     r.add_argument("--pet", help="PET module: adapter, lora, prefix, prompt, supermask (none: no PET)")
     r.add_argument("--tta", help="test-time adaptation at evaluation: lame (also reports every eval order with/without it)")
     r.add_argument("--eval-order", choices=["iid", "class_grouped", "dirichlet"], help="order of test batches")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--device", default="cpu")
-    r.add_argument("--amp", choices=["bf16", "off"])
+    r.add_argument("--seed", type=int, help="run seed (weights, shuffles and, by default, the class order)")
+    r.add_argument("--device", help="cpu (default), cuda or cuda:N")
+    r.add_argument("--amp", choices=["bf16", "off"], help="mixed precision (bf16 autocast) or full fp32")
     r.add_argument("--backbone", help="override the scenario's backbone (a timm name or one of `clpeft list`)")
-    r.add_argument("--epochs", type=int, help="override the scenario's epochs")
-    r.add_argument("--option", action="append", metavar="KEY=VALUE", help="strategy option (repeatable), e.g. ema_decay=0.999")
+    r.add_argument("--epochs", type=int, help="override the scenario's epochs per experience")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="strategy option (repeatable), e.g. ema_decay=0.999; `clpeft list --options NAME` lists them")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="any setting by dotted key (repeatable), e.g. train.lr=0.01, stream.n_experiences=10, pet.rank=8")
+    r.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
+                   help="plugin file or module to import first (your own strategies, data sets, backbones)")
     r.add_argument("--data-root", help="folder with the data set (online data sets)")
     r.add_argument("--checkpoint", help="local backbone checkpoint (safetensors or a weights_only torch file)")
     r.add_argument("--out", help="output directory (default runs/RUN_ID)")
-    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out (after a crash or kill)")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_run)
     sw = sub.add_parser("sweep", help="run a grid of runs (sweep YAML) on Ray or in-process, then report")
-    sw.add_argument("sweep", help="sweep YAML (see clpeft/sweep.py for the layout)")
+    sw.add_argument("sweep", help="sweep YAML (layout in clpeft/sweep.py and the README)")
     sw.add_argument("--engine", choices=["ray", "local"], default="ray",
                     help="ray: one task per run on a Ray started here or joined (--address); local: one after another here")
     sw.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://host:10001); default: start a local Ray")
     sw.add_argument("--workers", type=int, help="local Ray only: runs at a time (default: as many as the cores allow)")
     sw.add_argument("--out", help="sweep output directory (default: the file's out:, or runs/sweeps/NAME)")
     sw.add_argument("--device", help="override the sweep's device for every run (cpu, cuda)")
-    sw.add_argument("--no-report", action="store_true")
+    sw.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a dotted setting applied to every run (repeatable), e.g. train.epochs=1")
+    sw.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
+                    help="plugin file or module (imported here and in every Ray worker)")
+    sw.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sw.set_defaults(func=cmd_sweep)
-    sub.add_parser("list", help="streams, strategies, PET modules, backbones").set_defaults(func=cmd_list)
-    rep = sub.add_parser("report", help="aggregate runs into Markdown/HTML tables and plots")
-    rep.add_argument("runs", nargs="+")
-    rep.add_argument("-o", "--out", required=True)
-    rep.add_argument("--title", default="clpeft report")
+    ls = sub.add_parser("list", help="scenarios, data sets, strategies, PET modules, backbones")
+    ls.add_argument("--options", metavar="STRATEGY", help="list one strategy's options with types, defaults and docs")
+    ls.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
+                    help="plugin file or module whose registrations to include")
+    ls.set_defaults(func=cmd_list)
+    rep = sub.add_parser("report", help="aggregate runs into Markdown/HTML tables and figures")
+    rep.add_argument("runs", nargs="+", help="run directories or results.json files (searched recursively)")
+    rep.add_argument("-o", "--out", required=True, help="report directory")
+    rep.add_argument("--title", default="clpeft report", help="report title")
     rep.set_defaults(func=cmd_report)
     pt = sub.add_parser("pretrain", help="pretrain the bundled small ViT on Fashion-MNIST")
-    pt.add_argument("--backbone", default="vit_tiny_fmnist")
-    pt.add_argument("--out")
-    pt.add_argument("--epochs", type=int, default=6)
-    pt.add_argument("--batch-size", type=int, default=128)
-    pt.add_argument("--lr", type=float, default=2e-3)
-    pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--data-root")
+    pt.add_argument("--backbone", default="vit_tiny_fmnist", help="backbone to pretrain")
+    pt.add_argument("--out", help="weights file (default: the bundled one)")
+    pt.add_argument("--epochs", type=int, default=6, help="epochs")
+    pt.add_argument("--batch-size", type=int, default=128, help="batch size")
+    pt.add_argument("--lr", type=float, default=2e-3, help="learning rate")
+    pt.add_argument("--seed", type=int, default=0, help="seed")
+    pt.add_argument("--data-root", help="folder with the Fashion-MNIST IDX files (default: Debian's)")
     pt.set_defaults(func=cmd_pretrain)
     return p
 
@@ -164,7 +240,17 @@ def main(argv=None) -> int:
         return args.func(args)
     except ClpeftError as exc:
         print(f"clpeft: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        completed = getattr(exc, "completed", None)
+        out = getattr(exc, "out_dir", None)
+        if completed is not None and completed >= 0 and out is not None:
+            print(f"clpeft: interrupted after experience {completed}; continue with --resume --out {out}", file=sys.stderr)
+        elif completed is not None and out is not None:
+            print("clpeft: interrupted before the first experience finished; nothing was saved", file=sys.stderr)
+        else:
+            print("clpeft: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

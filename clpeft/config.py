@@ -3,7 +3,8 @@
 Scenario file layout (every key optional except ``stream``)::
 
     name: digits_b0_inc2
-    stream: {dataset: digits, n_experiences: 5, class_order_seed: 0}
+    imports: [my_method.py]       # plugin files or modules (strategies, data sets, backbones of your own)
+    stream: {dataset: digits, n_experiences: 5, class_order_seed: seed}
     model: {backbone: vit_tiny_fmnist, pretrained: true}
     train: {epochs: 3, lr: 0.001, batch_size: 32}
     strategy: finetune            # default strategy when none is given
@@ -17,7 +18,10 @@ Scenario file layout (every key optional except ``stream``)::
     tta:                          # settings per test-time adaptation method (used with --tta NAME)
       lame: {affinity: rbf, knn: 5}
 
-Unknown keys are errors, not silently ignored.
+Everything is checked here, from every entry point (scenario files, ``--option``/``--set``, sweep grids, the
+Python API), before any data or model is built: unknown keys, wrong types, out-of-range values, strategy
+options, and settings that would make a method learn nothing. The resolved config records every setting
+in full (defaults filled in), so two results files with equal configs ran the same experiment.
 """
 from __future__ import annotations
 
@@ -29,24 +33,30 @@ from pathlib import Path
 import yaml
 
 from clpeft.errors import ClpeftError
-from clpeft.utils.typed import dataclass_from_dict
 from clpeft.streams.stream import StreamConfig
 from clpeft.strategies.base import TrainSettings
+from clpeft.utils.typed import Settings, coerce, dataclass_from_dict, option
 
-SCENARIO_KEYS = {"name", "description", "stream", "model", "train", "strategy", "strategies", "pets", "seed", "amp", "loggers",
-                 "tta"}
-TTA_METHODS = ("lame",)
-SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIO_KEYS = {"name", "description", "imports", "stream", "model", "train", "strategy", "strategies", "pets",
+                 "seed", "amp", "loggers", "tta"}
+PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings")
+OVERRIDE_SECTIONS = ("train", "model", "stream", "options", "pet", "tta")
+AMP_MODES = ("off", "bf16")
+SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
 @dataclass
-class ModelConfig:
-    backbone: str = "vit_tiny_fmnist"
-    pretrained: bool = True
-    checkpoint: str | None = None
-    head_init_std: float | None = None
-    normalize: bool = True  # False: feed [0, 1] pixels (LAE's official code does)
-    overrides: dict = field(default_factory=dict)
+class ModelConfig(Settings):
+    section = "model"
+    backbone: str = option("vit_tiny_fmnist", "a timm model name or one of `clpeft list`'s backbones")
+    pretrained: bool = option(True, "load the backbone's weights (hub, bundled file or package)")
+    checkpoint: str | None = option(None, "local weights file (safetensors, or a weights_only torch file)")
+    head_init_std: float | None = option(None, "new head rows ~ N(0, std²) with zero bias (null: PyTorch's init)", gt=0.0)
+    normalize: bool = option(True, "normalise inputs with the backbone's mean/std (false: [0, 1] pixels)")
+    kwargs: dict = option(default_factory=dict, doc="keyword arguments for timm.create_model (e.g. img_size, patch_size)")
+    input_size: int | None = option(None, "input side the backbone expects (null: read from the built model)", ge=1)
+    mean: list[float] | None = option(None, "input normalisation mean (null: the backbone's)")
+    std: list[float] | None = option(None, "input normalisation std (null: the backbone's)")
 
 
 @dataclass
@@ -65,13 +75,16 @@ class RunConfig:
     loggers: list = field(default_factory=list)
     tta: str | None = None
     tta_settings: dict = field(default_factory=dict)
+    imports: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the numbers (not the device name string's formatting)."""
-        payload = json.dumps(self.as_dict(), sort_keys=True, default=str)
+        """Hash of everything that changes the numbers (loggers only observe, so they are left out)."""
+        data = self.as_dict()
+        data.pop("loggers", None)
+        payload = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
     @property
@@ -80,15 +93,26 @@ class RunConfig:
             + [f"s{self.seed}", self.config_hash()]
         return "-".join(parts)
 
+    def strategy_options(self):
+        """The strategy's typed options."""
+        from clpeft.strategies.base import get_strategy
 
-def _typed(cls, values: dict, where: str):
-    return dataclass_from_dict(cls, values, f"key in {where}")
+        return get_strategy(self.strategy).parse_options(self.options)
+
+    def pet_config(self):
+        from clpeft.pet.config import pet_config
+
+        return pet_config(self.pet, self.pet_settings) if self.pet else None
 
 
 def find_scenario(path_or_name: str) -> Path:
+    if not isinstance(path_or_name, str) or not path_or_name:
+        raise ClpeftError(f"a scenario is a YAML path or a name, got {path_or_name!r}")
     path = Path(path_or_name)
-    if path.exists():
+    if path.is_file():
         return path
+    if path.exists():
+        raise ClpeftError(f"scenario {path} is a directory; give a YAML file")
     named = SCENARIOS_DIR / f"{path_or_name}.yaml"
     if named.exists():
         return named
@@ -96,75 +120,194 @@ def find_scenario(path_or_name: str) -> Path:
     raise ClpeftError(f"scenario {path_or_name!r} not found; give a YAML path or one of: {', '.join(available)}")
 
 
-def load_scenario(path_or_name: str) -> dict:
-    path = find_scenario(path_or_name)
+def read_yaml(path: Path, what: str = "file") -> object:
+    """``yaml.safe_load`` with one-line errors: syntax (with the line), forbidden tags, unreadable files."""
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ClpeftError(f"{path} is not a UTF-8 text file; give a YAML {what}") from None
+    except OSError as exc:
+        raise ClpeftError(f"cannot read {path} ({exc.strerror or type(exc).__name__}); check the path and permissions") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ClpeftError(f"{path} uses a YAML tag that is not allowed{where} ({(exc.problem or '').strip()}); "
+                          "clpeft reads plain YAML only (no python/ tags)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ClpeftError(f"{path} is not valid YAML{where}; fix the syntax") from exc
+        raise ClpeftError(f"{path} is not valid YAML{where}; fix the syntax") from None
+
+
+def load_scenario(path_or_name: str) -> dict:
+    """The scenario as a mapping; its ``imports`` are made absolute and imported (they may add datasets etc.)."""
+    from clpeft.plugins import import_plugins, normalize_import
+
+    path = find_scenario(path_or_name)
+    data = read_yaml(path, "scenario")
     if not isinstance(data, dict) or "stream" not in data:
         raise ClpeftError(f"{path} must be a mapping with at least a `stream:` section")
-    unknown = sorted(set(data) - SCENARIO_KEYS)
+    unknown = sorted(set(map(str, data)) - SCENARIO_KEYS)
     if unknown:
         raise ClpeftError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(sorted(SCENARIO_KEYS))}")
+    for key in ("stream", "model", "train", "strategies", "pets", "tta"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ClpeftError(f"`{key}:` in {path} must be a mapping, got {type(data[key]).__name__}")
+    imports = data.get("imports") or []
+    if not isinstance(imports, list):
+        raise ClpeftError(f"`imports:` in {path} must be a list of plugin files or modules")
+    data["imports"] = [normalize_import(spec, path.parent) for spec in imports]
+    import_plugins(data["imports"])
     data.setdefault("name", path.stem)
     return data
 
 
+def split_dotted(values: dict, where: str) -> tuple[dict, dict]:
+    """``{"train.lr": 0.1, "seed": 1}`` → (``{"seed": 1}``, ``{"train": {"lr": 0.1}}``): named fields and
+    per-section overrides, as ``--set`` and sweep grids write them."""
+    named, overrides = {}, {}
+    for key, value in values.items():
+        section, dot, sub = str(key).partition(".")
+        if dot:
+            if section not in OVERRIDE_SECTIONS or not sub:
+                raise ClpeftError(f"{where}: key {key!r} must start with one of {', '.join(OVERRIDE_SECTIONS)} "
+                                  "(e.g. train.lr, options.ema_decay, pet.rank)")
+            overrides.setdefault(section, {})[sub] = value
+        else:
+            named[key] = value
+    return named, overrides
+
+
+def _mapping(value, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ClpeftError(f"{where} must be a mapping, got {type(value).__name__}; fix the scenario file")
+    return value
+
+
+def experience_sizes_for(stream: StreamConfig) -> list[int] | None:
+    """Classes per experience when the data set's class count is known without loading it."""
+    from clpeft.streams.datasets import dataset_spec
+    from clpeft.streams.stream import experience_sizes
+
+    num_classes = dataset_spec(stream.dataset).num_classes
+    if num_classes is None:
+        return None
+    if stream.class_order is not None:
+        from clpeft.streams.stream import check_class_order
+
+        check_class_order(stream.class_order, num_classes)
+    return experience_sizes(num_classes, stream.n_experiences, stream.first_experience_classes)
+
+
+def check_model(model: ModelConfig) -> None:
+    """The backbone exists and a local checkpoint is a file, before anything is built."""
+    from clpeft.models.backbones import spec_for
+    from clpeft.models.text import TEXT_BACKBONES
+
+    if model.backbone not in TEXT_BACKBONES:
+        spec_for(model.backbone, model.pretrained)
+    if model.checkpoint is not None and not Path(model.checkpoint).is_file():
+        raise ClpeftError(f"checkpoint {model.checkpoint} does not exist; check the path")
+
+
 def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None, seed: int | None = None,
-            device: str = "cpu", amp: str | None = None, overrides: dict | None = None, tta: str | None = None) -> RunConfig:
-    """Merge scenario defaults, the chosen strategy's best settings, and command-line values."""
+            device: str = "cpu", amp: str | None = None, overrides: dict | None = None, tta: str | None = None,
+            imports: list | None = None) -> RunConfig:
+    """Merge scenario defaults, the chosen strategy's best settings and command-line values, check them all."""
+    from clpeft.evaluation.tta import get_tta
+    from clpeft.pet.config import get_pet_kind
+    from clpeft.plugins import import_plugins
     from clpeft.strategies.base import get_strategy
 
-    strategy = strategy or scenario.get("strategy") or "finetune"
-    get_strategy(strategy)  # unknown name → one-line error
-    per_strategy = (scenario.get("strategies") or {}).get(strategy) or {}
-    unknown = sorted(set(per_strategy) - {"train", "model", "options", "pet", "pet_settings"})
+    imports = list(dict.fromkeys(list(scenario.get("imports") or []) + list(imports or [])))
+    import_plugins(imports)
+    overrides = {k: _mapping(v, f"override section {k!r}") for k, v in (overrides or {}).items()}
+    unknown = sorted(set(overrides) - set(OVERRIDE_SECTIONS))
     if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use train, model, options, pet or pet_settings")
-    train = {**(scenario.get("train") or {}), **(per_strategy.get("train") or {})}
-    overrides = overrides or {}
-    train.update(overrides.get("train", {}))
-    stream_values = {**scenario["stream"], **overrides.get("stream", {})}
-    seed = int(scenario.get("seed", 0) if seed is None else seed)
-    if "class_order_seed" not in stream_values:
-        stream_values["class_order_seed"] = seed
-    pet = pet or per_strategy.get("pet")
+        raise ClpeftError(f"unknown override section {unknown[0]!r}; use {', '.join(OVERRIDE_SECTIONS)}")
+    strategy = strategy or scenario.get("strategy") or "finetune"
+    strategy = coerce(strategy, str, "strategy")
+    strategy_cls = get_strategy(strategy)  # unknown name → one-line error
+    per_strategy = _mapping((_mapping(scenario.get("strategies"), "strategies") or {}).get(strategy), f"strategies.{strategy}")
+    unknown = sorted(set(per_strategy) - set(PER_STRATEGY_KEYS))
+    if unknown:
+        raise ClpeftError(f"unknown key {unknown[0]!r} under strategies.{strategy}; use {', '.join(PER_STRATEGY_KEYS)}")
+
+    train_values = {**_mapping(scenario.get("train"), "train"), **_mapping(per_strategy.get("train"), f"strategies.{strategy}.train"),
+                    **overrides.get("train", {})}
+    if strategy_cls.loss_scope is not None:  # the method fixes it: record what actually runs
+        given = train_values.get("loss_scope")
+        if given is not None and given != strategy_cls.loss_scope:
+            raise ClpeftError(f"{strategy} always trains with loss_scope={strategy_cls.loss_scope}; drop train.loss_scope={given}")
+        train_values["loss_scope"] = strategy_cls.loss_scope
+    train = TrainSettings.from_dict(train_values)
+
+    seed = coerce(scenario.get("seed", 0) if seed is None else seed, int, "seed")
+    if seed < 0:
+        raise ClpeftError(f"seed must be ≥ 0, got {seed}")
+    stream = dataclass_from_dict(StreamConfig, {**_mapping(scenario["stream"], "stream"), **overrides.get("stream", {})},
+                                 "stream setting", "stream")
+    model = dataclass_from_dict(ModelConfig, {**_mapping(scenario.get("model"), "model"),
+                                              **_mapping(per_strategy.get("model"), f"strategies.{strategy}.model"),
+                                              **overrides.get("model", {})}, "model setting", "model")
+
+    pet = pet if pet is not None else per_strategy.get("pet")
+    pet = coerce(pet, str | None, "pet")
     if pet == "none":  # explicitly no PET, even where the scenario gives the strategy one
         pet = None
     pet_settings = {}
     if pet:
-        from clpeft.pet import PET_TYPES
-
-        if pet not in PET_TYPES:
-            raise ClpeftError(f"unknown PET module {pet!r}; choose one of {', '.join(sorted(PET_TYPES))} (see `clpeft list`)")
-        pet_settings = dict((scenario.get("pets") or {}).get(pet) or {})
+        kind = get_pet_kind(pet)
+        values = dict(_mapping(_mapping(scenario.get("pets"), "pets").get(pet), f"pets.{pet}"))
         if pet == per_strategy.get("pet"):  # the strategy's own PET placement (e.g. JARe's attention projections)
-            pet_settings.update(per_strategy.get("pet_settings") or {})
+            values.update(_mapping(per_strategy.get("pet_settings"), f"strategies.{strategy}.pet_settings"))
+        values.update(overrides.get("pet", {}))
+        pet_settings = kind.config.from_dict(values, f"pets.{pet}").as_dict()
+    elif overrides.get("pet"):
+        raise ClpeftError(f"pet.{sorted(overrides['pet'])[0]} is set but the run has no PET module; add --pet")
+    strategy_cls.check_pet(pet)
+
+    tta = coerce(tta, str | None, "tta")
     tta_settings = {}
     if tta:
-        if tta not in TTA_METHODS:
-            raise ClpeftError(f"unknown test-time adaptation {tta!r}; choose one of {', '.join(TTA_METHODS)}")
-        from clpeft.evaluation.lame import LAMEConfig
+        method = get_tta(tta)
+        values = {**_mapping(_mapping(scenario.get("tta"), "tta").get(tta), f"tta.{tta}"), **overrides.get("tta", {})}
+        tta_settings = asdict(method.config.from_dict(values))
+    elif overrides.get("tta"):
+        raise ClpeftError(f"tta.{sorted(overrides['tta'])[0]} is set but no test-time adaptation is; add --tta")
 
-        tta_settings = dict((scenario.get("tta") or {}).get(tta) or {})
-        LAMEConfig.from_dict(tta_settings)  # bad settings fail here, before any training
+    options = strategy_cls.parse_options({**_mapping(per_strategy.get("options"), f"strategies.{strategy}.options"),
+                                          **overrides.get("options", {})})
+    strategy_cls.check_run(options, train, experience_sizes_for(stream))
+    check_model(model)
+    device = coerce(device, str, "device")
+    from clpeft.utils.device import resolve_device
+
+    resolve_device(device)  # unknown names, or cuda without a GPU, fail here
+    amp = coerce(amp or scenario.get("amp", "off"), str, "amp")
+    if amp not in AMP_MODES:
+        raise ClpeftError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_MODES)}")
+    loggers = scenario.get("loggers") or []
+    if not isinstance(loggers, list):
+        raise ClpeftError("`loggers:` must be a list (e.g. [csv, tensorboard])")
     return RunConfig(
-        name=str(scenario["name"]),
-        stream=_typed(StreamConfig, stream_values, "stream"),
-        model=_typed(ModelConfig, {**(scenario.get("model") or {}), **(per_strategy.get("model") or {}),
-                                   **overrides.get("model", {})}, "model"),
+        name=coerce(str(scenario["name"]), str, "name"),
+        stream=stream,
+        model=model,
         strategy=strategy,
-        train=TrainSettings.from_dict(train),
-        options={**(per_strategy.get("options") or {}), **overrides.get("options", {})},
+        train=train,
+        options=asdict(options),
         pet=pet,
         pet_settings=pet_settings,
         seed=seed,
         device=device,
-        amp=amp or scenario.get("amp", "off"),
-        loggers=list(scenario.get("loggers") or []),
+        amp=amp,
+        loggers=list(loggers),
         tta=tta,
         tta_settings=tta_settings,
+        imports=imports,
     )

@@ -3,15 +3,16 @@
 Sweep file layout (``grid`` or ``include`` is required, the rest optional)::
 
     name: digits_grid
+    imports: [my_method.py]           # plugin files or modules, imported here and in every Ray worker
     scenario: digits_b0_inc2          # or a list under grid.scenario
     grid:                             # every combination of these lists is one run
       strategy: [finetune, lae]
       pet: [adapter, none]
       seed: [0, 1, 2]
-      train.lr: [0.001, 0.0005]       # dotted keys override train., model., stream. or options.
+      train.lr: [0.001, 0.0005]       # dotted keys override train., model., stream., options., pet. or tta.
     include:                          # extra runs, each a point like one of the grid's
       - {strategy: joint, pet: none}
-    fixed: {train: {epochs: 1}}       # overrides every run
+    fixed: {train: {epochs: 1}}       # overrides every run (sections as the dotted keys)
     device: cpu
     amp: off
     resources: {cpus: 1, gpus: 0}     # what each run asks Ray for
@@ -20,8 +21,10 @@ Sweep file layout (``grid`` or ``include`` is required, the rest optional)::
 
 A run is known by its run id (a hash of its resolved config): a run whose ``results.json`` exists is
 skipped, so a sweep re-launched after a crash or kill runs only what is unfinished (an interrupted run
-continues from its checkpoint). A run that raises is recorded as failed (``RUN/failed.json`` and the sweep's
-``sweep.json``), the sweep goes on, and the report lists it.
+continues from its checkpoint) — the rule of :func:`clpeft.rundir.plan`, shared with ``clpeft run``. A run
+that raises is recorded as failed (``RUN/failed.json`` and the sweep's ``sweep.json``), the sweep goes on,
+and the report lists it; a run that finished but did not learn is recorded as ``diverged``. A sweep holds
+its output directory's lock, so two sweeps into one directory cannot overwrite each other's records.
 """
 from __future__ import annotations
 
@@ -33,16 +36,17 @@ from pathlib import Path
 
 import yaml
 
-from clpeft.config import RunConfig, load_scenario, resolve
+from clpeft import rundir
+from clpeft.config import OVERRIDE_SECTIONS, RunConfig, load_scenario, read_yaml, resolve, split_dotted
 from clpeft.errors import ClpeftError
 from clpeft.utils.io import atomic_write_json
 
-SWEEP_KEYS = {"name", "description", "scenario", "grid", "include", "fixed", "device", "amp", "resources", "out",
-              "report", "tta"}
+SWEEP_KEYS = {"name", "description", "imports", "scenario", "grid", "include", "fixed", "device", "amp", "resources",
+              "out", "report", "tta"}
 POINT_KEYS = {"scenario", "strategy", "pet", "seed", "tta", "amp", "backbone"}
-OVERRIDE_SECTIONS = ("train", "model", "stream", "options")
 ENGINES = ("ray", "local")
-FAILED = "failed.json"
+FAILED = rundir.FAILED
+STATUSES = ("done", "diverged", "skipped", "failed")
 
 
 @dataclass
@@ -69,17 +73,10 @@ def _merge(base: dict, extra: dict) -> dict:
 
 def _point_overrides(point: dict, where: str) -> tuple[dict, dict]:
     """Split a point into named fields (strategy, seed, …) and ``{section: {key: value}}`` overrides."""
-    named, overrides = {}, {}
-    for key, value in point.items():
-        section, dot, sub = key.partition(".")
-        if dot:
-            if section not in OVERRIDE_SECTIONS or not sub:
-                raise ClpeftError(f"{where}: key {key!r} must start with one of {', '.join(OVERRIDE_SECTIONS)} (e.g. train.lr)")
-            overrides.setdefault(section, {})[sub] = value
-        elif key in POINT_KEYS:
-            named[key] = value
-        else:
-            raise ClpeftError(f"{where}: unknown key {key!r}; use {', '.join(sorted(POINT_KEYS))} or a dotted key such as train.lr")
+    named, overrides = split_dotted(point, where)
+    unknown = sorted(set(named) - POINT_KEYS, key=str)
+    if unknown:
+        raise ClpeftError(f"{where}: unknown key {unknown[0]!r}; use {', '.join(sorted(POINT_KEYS))} or a dotted key such as train.lr")
     if "backbone" in named:
         overrides.setdefault("model", {})["backbone"] = named.pop("backbone")
     return named, overrides
@@ -104,31 +101,46 @@ def expand_points(spec: dict) -> list[dict]:
     return points + [dict(p) for p in include]
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None, device: str | None = None) -> Sweep:
+def load_sweep(path: str | Path, out: str | Path | None = None, device: str | None = None,
+               imports: list | None = None, overrides: dict | None = None) -> Sweep:
+    """Every run of the sweep file, resolved and checked (no run starts before all of them are valid);
+    ``overrides`` (``{section: {key: value}}``, from ``--set``) apply to every run, over ``fixed:``."""
+    from clpeft.plugins import import_plugins, normalize_import
+
     path = Path(path)
-    if not path.exists():
-        raise ClpeftError(f"sweep file {path} does not exist")
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ClpeftError(f"{path} is not valid YAML; fix the syntax") from exc
+    if not path.is_file():
+        raise ClpeftError(f"sweep file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    spec = read_yaml(path, "sweep file")
     if not isinstance(spec, dict):
         raise ClpeftError(f"{path} must be a mapping with a `grid:` (see `clpeft sweep --help`)")
-    unknown = sorted(set(spec) - SWEEP_KEYS)
+    unknown = sorted(set(map(str, spec)) - SWEEP_KEYS)
     if unknown:
         raise ClpeftError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(sorted(SWEEP_KEYS))}")
+    file_imports = spec.get("imports") or []
+    if not isinstance(file_imports, list):
+        raise ClpeftError(f"`imports:` in {path} must be a list of plugin files or modules")
+    imports = [normalize_import(i, path.parent) for i in file_imports] + list(imports or [])
+    import_plugins(imports)
     points = expand_points(spec)
     if not points:
         raise ClpeftError(f"{path} defines no runs; add a `grid:` (e.g. seed: [0, 1]) or `include:`")
     name = str(spec.get("name") or path.stem)
     fixed = spec.get("fixed") or {}
+    if not isinstance(fixed, dict) or not all(isinstance(v, dict) for v in fixed.values()):
+        raise ClpeftError(f"`fixed:` in {path} must map sections to settings, e.g. fixed: {{train: {{epochs: 1}}}}")
     unknown = sorted(set(fixed) - set(OVERRIDE_SECTIONS))
     if unknown:
         raise ClpeftError(f"unknown section {unknown[0]!r} under fixed:; use {', '.join(OVERRIDE_SECTIONS)}")
     resources = spec.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise ClpeftError("`resources:` must be a mapping, e.g. {cpus: 1, gpus: 0}")
     bad = sorted(set(resources) - {"cpus", "gpus"})
     if bad:
         raise ClpeftError(f"unknown resource {bad[0]!r}; use cpus and gpus")
+    for key, value in resources.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ClpeftError(f"resources.{key} must be a number ≥ 0, got {value!r}")
+    extra = overrides or {}
     scenarios: dict[str, dict] = {}
     configs, seen = [], set()
     for i, point in enumerate(points):
@@ -136,12 +148,18 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
         scenario_name = named.get("scenario") or spec.get("scenario")
         if not scenario_name:
             raise ClpeftError(f"{path}: no scenario for run {i}; add `scenario:` at the top or to the grid")
+        if not isinstance(scenario_name, str):
+            raise ClpeftError(f"{path} run {i}: scenario must be a name or a path, got {scenario_name!r}")
         if scenario_name not in scenarios:
-            scenarios[scenario_name] = load_scenario(str(scenario_name))
-        merged = _merge(fixed, overrides)
+            scenario_path = Path(scenario_name)
+            if not scenario_path.is_absolute() and (path.parent / scenario_path).is_file():
+                scenario_path = path.parent / scenario_path  # relative to the sweep file
+            scenarios[scenario_name] = load_scenario(str(scenario_path) if scenario_path.is_file() else scenario_name)
+        merged = _merge(_merge(fixed, overrides), extra)
         config = resolve(scenarios[scenario_name], strategy=named.get("strategy"), pet=named.get("pet"),
                          seed=named.get("seed"), device=device or spec.get("device", "cpu"),
-                         amp=named.get("amp", spec.get("amp")), overrides=merged, tta=named.get("tta", spec.get("tta")))
+                         amp=named.get("amp", spec.get("amp")), overrides=merged, tta=named.get("tta", spec.get("tta")),
+                         imports=imports)
         if config.run_id not in seen:  # e.g. a grid over pet for a strategy whose setting ignores it
             seen.add(config.run_id)
             configs.append(config)
@@ -152,11 +170,12 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None) -> dict:
-    """Run one config into ``out_dir`` and say how it went; never raises for the run's own errors.
+def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, record_failure: bool = True) -> dict:
+    """Run one config into ``out_dir`` and say how it went: ``done``, ``diverged``, ``skipped`` or ``failed``.
 
-    Finished runs (``results.json`` present) are skipped; an interrupted resumable run continues from its
-    checkpoint; an error is written to ``failed.json`` (atomically) and returned as ``status: failed``.
+    The shared rule (:func:`clpeft.rundir.plan`): this run's results present → skipped; an interrupted
+    resumable run continues from its checkpoint. With ``record_failure`` (sweeps) an error is written to
+    ``failed.json`` (atomically) and returned; without it (``run_all``) it propagates.
     """
     import torch
 
@@ -165,23 +184,40 @@ def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None) 
 
     out_dir = Path(out_dir)
     record = {"run_id": config.run_id, "out": str(out_dir)}
-    if (out_dir / "results.json").exists():
-        return {**record, "status": "skipped"}
-    if threads:
-        torch.set_num_threads(max(1, int(threads)))
     start = time.perf_counter()
     try:
+        if rundir.plan(out_dir, config.run_id, resume=True) == "complete":
+            diverged = rundir_health(out_dir) == "diverged"
+            return {**record, "status": "skipped", **({"diverged": True} if diverged else {})}
+        if threads:
+            torch.set_num_threads(max(1, int(threads)))
         results = run(config, out_dir=out_dir, resume=get_strategy(config.strategy).resumable)
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
+        if not record_failure:
+            raise
         failure = {"run_id": config.run_id, "config": config.as_dict(), "error_type": type(exc).__name__,
                    "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
                    "traceback": traceback.format_exc()[-4000:]}
-        atomic_write_json(out_dir / FAILED, failure)
+        try:  # the record the report lists failures from; an unwritable directory already said why in `error`
+            atomic_write_json(out_dir / FAILED, failure)
+        except OSError:
+            pass
         return {**record, "status": "failed", "error_type": failure["error_type"], "error": failure["error"],
                 "seconds": round(time.perf_counter() - start, 3)}
-    (out_dir / FAILED).unlink(missing_ok=True)  # an earlier failure of this run is history now
-    return {**record, "status": "done", "seconds": round(time.perf_counter() - start, 3),
-            "final_accuracy": results["metrics"]["final_accuracy"]}
+    health = results.get("health", {})
+    status = "diverged" if health.get("status") == "diverged" else "done"
+    return {**record, "status": status, "seconds": round(time.perf_counter() - start, 3),
+            "final_accuracy": results["metrics"]["final_accuracy"],
+            **({"reasons": health.get("reasons", [])} if status == "diverged" else {})}
+
+
+def rundir_health(out_dir: Path) -> str:
+    import json
+
+    try:
+        return json.loads((out_dir / rundir.RESULTS).read_text()).get("health", {}).get("status", "ok")
+    except (OSError, ValueError):
+        return "ok"
 
 
 # ---------------------------------------------------------------------------------------------- engines
@@ -231,28 +267,33 @@ def _line(record: dict) -> str:
     if record["status"] == "failed":
         return f"{record['run_id']}: FAILED {record['error_type']}: {record['error']}"
     if record["status"] == "skipped":
-        return f"{record['run_id']}: finished before, skipped"
-    return f"{record['run_id']}: A_T={record['final_accuracy']:.3f} ({record['seconds']:.1f} s)"
+        return f"{record['run_id']}: finished before, skipped" + (" (it DIVERGED)" if record.get("diverged") else "")
+    line = f"{record['run_id']}: A_T={record['final_accuracy']:.3f} ({record['seconds']:.1f} s)"
+    if record["status"] == "diverged":
+        line += " DIVERGED: " + "; ".join(record.get("reasons", []))
+    return line
 
 
 def run_sweep(sweep: Sweep, engine: str = "ray", address: str | None = None, workers: int | None = None,
               report: bool = True, log=print) -> dict:
-    """Run every config of ``sweep`` on ``engine``, write ``OUT/sweep.json`` (atomically) and the report."""
+    """Run every config of ``sweep`` on ``engine``, write ``OUT/sweep.json`` (atomically) and the report.
+
+    The sweep holds its output directory's lock throughout: a second sweep into it fails at once."""
     if engine not in ENGINES:
         raise ClpeftError(f"unknown engine {engine!r}; use {' or '.join(ENGINES)}")
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    records = run_local(sweep, log) if engine == "local" else run_ray(sweep, address, workers, log)
-    order = {c.run_id: i for i, c in enumerate(sweep.configs)}
-    records.sort(key=lambda r: order[r["run_id"]])
-    counts = {s: sum(r["status"] == s for r in records) for s in ("done", "skipped", "failed")}
-    summary = {"name": sweep.name, "engine": engine, "runs": len(records), **counts,
-               "wall_seconds": round(time.perf_counter() - start, 3), "records": records}
-    atomic_write_json(sweep.out / "sweep.json", summary)
-    if report and counts["done"] + counts["skipped"] > 0:
-        from clpeft.reports.report import build_report
+    rundir.preflight(sweep.out)
+    with rundir.claimed(sweep.out):
+        start = time.perf_counter()
+        records = run_local(sweep, log) if engine == "local" else run_ray(sweep, address, workers, log)
+        order = {c.run_id: i for i, c in enumerate(sweep.configs)}
+        records.sort(key=lambda r: order[r["run_id"]])
+        counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
+        summary = {"name": sweep.name, "engine": engine, "runs": len(records), **counts,
+                   "wall_seconds": round(time.perf_counter() - start, 3), "records": records}
+        atomic_write_json(sweep.out / "sweep.json", summary)
+        if report and counts["done"] + counts["diverged"] + counts["skipped"] > 0:
+            from clpeft.reports.report import build_report
 
-        build_report([sweep.out], sweep.report, title=f"Sweep {sweep.name}", notes=sweep.description)
-        summary["report"] = str(sweep.report / "index.md")
+            build_report([sweep.out], sweep.report, title=f"Sweep {sweep.name}", notes=sweep.description)
+            summary["report"] = str(sweep.report / "index.md")
     return summary
-

@@ -29,7 +29,8 @@ def launch(args, out, nproc):
 def scenario_file(tmp_path, fast_scenario):
     lenet = {"backbone": "lenet", "pretrained": False}  # cheap where no PET needs the ViT
     fast_scenario["strategies"] = {"finetune": {"model": lenet}, "wa": {"options": {"memory_size": 20}, "model": lenet},
-                                   "exssnet": {"model": lenet, "pet": "supermask"}}
+                                   "exssnet": {"model": lenet, "pet": "supermask"},
+                                   "lae": {"options": {"pet_warmup_epochs": 0}}}  # 1 epoch: no head-only warm-up
     path = tmp_path / "fast.yaml"
     path.write_text(yaml.safe_dump(fast_scenario))
     return path

@@ -143,13 +143,21 @@ def test_oneshot_and_batch_scope(lenet_scenario):
 def test_kkt_copies_the_best_earlier_mask_and_clamps_k(lenet_scenario):
     options = {"kkt": "always", "kkt_k": 10_000, "kkt_fraction": 1.0}
     stream, model, pet, strategy, _ = build(resolve(lenet_scenario, strategy="exssnet", pet="supermask",
-                                                    overrides={"options": options, "train": {"epochs": 0}}))
+                                                    overrides={"options": options, "train": {"epochs": 1}}))
+    at_start = {}
+    start_phase = strategy.start_phase
+
+    def spy():  # the new mask's scores right after KKT, before its first step
+        start_phase()
+        if strategy.phase.name == "mask" and len(strategy.tasks) == 2:
+            at_start.update(pet.state_dict("task1"))
+
+    strategy.start_phase = spy
     strategy.train(stream.train_stream[0])
     strategy.train(stream.train_stream[1])
     entry = strategy.record["kkt"][0]
     assert entry["sources"] == [0] and entry["k"] < 10_000  # clamped to the kNN train points
-    # with 0 epochs the new mask's scores are exactly the copied ones
-    assert all(torch.equal(v, pet.state_dict("task0")[k]) for k, v in pet.state_dict("task1").items())
+    assert at_start and all(torch.equal(v, pet.state_dict("task0")[k]) for k, v in at_start.items())
 
 
 def test_knn_accuracy_hand_case():
@@ -163,7 +171,8 @@ def test_knn_accuracy_hand_case():
 def test_bad_exssnet_settings_fail_clearly(lenet_scenario):
     with pytest.raises(ClpeftError, match="--pet supermask"):
         build(resolve(lenet_scenario, strategy="exssnet"))
-    for options, match in [({"weight_epochs": 2}, "supsup trains masks only"), ({"kkt": "nearest"}, "kkt mode"),
-                           ({"task_inference": "oracle"}, "task_inference"), ({"kkt_k": 0}, "kkt_k")]:
+    for options, match in [({"weight_epochs": 2}, "supsup trains masks only"), ({"kkt": "nearest"}, "options.kkt must be one of"),
+                           ({"task_inference": "oracle"}, "options.task_inference must be one of"),
+                           ({"kkt_k": 0}, "options.kkt_k must be ≥ 1")]:
         with pytest.raises(ClpeftError, match=match):
             build(resolve(lenet_scenario, strategy="supsup", pet="supermask", overrides={"options": options}))

@@ -109,10 +109,12 @@ def test_old_slots_and_keys_never_change_and_retrieval_is_recorded(fast_scenario
 
 
 def test_jare_needs_lora_and_known_options(fast_scenario):
-    with pytest.raises(ClpeftError, match="pass --pet lora"):
-        run(resolve(fast_scenario, strategy="jare", pet="adapter"))
-    with pytest.raises(ClpeftError, match="unknown retrieval"):
-        run(resolve(fast_scenario, strategy="jare", pet="lora", overrides={"options": {"retrieval": "task"}}))
+    with pytest.raises(ClpeftError, match="jare works with --pet lora, not adapter"):
+        resolve(fast_scenario, strategy="jare", pet="adapter")
+    with pytest.raises(ClpeftError, match="jare needs a PET module; pass --pet lora"):
+        resolve(fast_scenario, strategy="jare")
+    with pytest.raises(ClpeftError, match="options.retrieval must be one of sample, batch"):
+        resolve(fast_scenario, strategy="jare", pet="lora", overrides={"options": {"retrieval": "task"}})
 
 
 def test_retrieval_and_sparse_mixing_on_a_bert_encoder_like_minilm():

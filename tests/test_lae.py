@@ -26,7 +26,8 @@ def snapshot(pet, name):
 
 
 class Recorder(SupervisedPlugin):
-    """Watches the PET instances and the heads around every step of experience 1."""
+    """Watches the PET instances and the heads around every step of experience 1 (an Avalanche plugin runs
+    after the strategy's own hook of the same moment)."""
 
     def __init__(self, pet, model):
         super().__init__()
@@ -43,16 +44,16 @@ class Recorder(SupervisedPlugin):
     def after_backward(self, strategy, **kw):
         if OFFLINE in self.pet.names:
             self.old_head_grads.append(self.model.head.chunks[0].weight.grad)
-            if strategy.clock.train_exp_epochs < 1:
+            if strategy.epoch < 1:
                 self.frozen_epoch_pet_grads += [p.grad for p in self.pet.parameters("default")]
+
+    def before_update(self, strategy, **kw):
+        if OFFLINE in self.pet.names:  # the optimizer step never touches the offline PET
+            self._offline_before = snapshot(self.pet, OFFLINE)
 
     def after_update(self, strategy, **kw):
         if OFFLINE in self.pet.names:
-            self._pending = (snapshot(self.pet, "default"), snapshot(self.pet, OFFLINE))
-
-    def after_training_iteration(self, strategy, **kw):
-        if OFFLINE in self.pet.names:
-            self.steps.append((*self._pending, snapshot(self.pet, OFFLINE)))
+            self.steps.append((snapshot(self.pet, "default"), self._offline_before, snapshot(self.pet, OFFLINE)))
 
 
 def test_offline_pet_is_born_as_the_online_copy_then_follows_the_ema_rule_exactly(fast_scenario):
@@ -154,13 +155,22 @@ def test_align_new_class_norms_matches_the_old_mean_norm():
     assert torch.equal(head.chunks[2].bias, bias)
 
 
-def test_lae_needs_a_pet_and_rejects_bad_settings(fast_scenario):
+def test_lae_needs_a_pet_and_rejects_bad_settings_when_configured(fast_scenario):
     with pytest.raises(ClpeftError, match="needs a PET"):
-        build(resolve(fast_scenario, strategy="lae"))
-    with pytest.raises(ClpeftError, match="ema_decay"):
-        build(lae_config(fast_scenario, ema_decay=1.5))
-    with pytest.raises(ClpeftError, match="supermask"):
-        build(lae_config(fast_scenario, pet="supermask"))
+        resolve(fast_scenario, strategy="lae")
+    with pytest.raises(ClpeftError, match="ema_decay must be < 1"):
+        lae_config(fast_scenario, ema_decay=1.5)
+    with pytest.raises(ClpeftError, match="works with --pet adapter .* not supermask"):
+        lae_config(fast_scenario, pet="supermask")
+
+
+@pytest.mark.parametrize("epochs,warmup", [(1, None), (2, 2), (5, 5)])
+def test_lae_whose_warmup_takes_every_epoch_is_refused(fast_scenario, epochs, warmup):
+    """With the head-only warm-up taking every epoch the PET never trains after experience 0: refused."""
+    fast_scenario["train"]["epochs"] = epochs
+    fast_scenario["strategies"] = {"lae": {"options": {"pet_warmup_epochs": warmup}}}
+    with pytest.raises(ClpeftError, match="never trains the PET after experience 0"):
+        resolve(fast_scenario, strategy="lae", pet="adapter")
 
 
 def test_lae_run_records_each_expert(fast_scenario):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clpeft.errors import ClpeftError
-from clpeft.pet.layers import SupermaskLayer, TaskNormLayer
+from clpeft.pet.supermask import SupermaskLayer, TaskNormLayer
 from clpeft.pet import (AdapterConfig, LoRAConfig, PrefixConfig, PromptConfig, SupermaskConfig, inject_named_pet,
                         inject_pet)
 
@@ -317,7 +317,7 @@ def test_supermask_keeps_the_top_fraction_per_layer_with_straight_through_gradie
 
 
 def test_supermask_top_k_drops_exactly_the_share_asked_even_with_ties():
-    from clpeft.pet.layers import TopKMask
+    from clpeft.pet.supermask import TopKMask
 
     magnitudes = torch.tensor([[0.5, 0.1, 0.5, 0.5], [0.2, 0.5, 0.9, 0.0]])
     mask = TopKMask.apply(magnitudes, 0.5)  # drop 4 of 8; four entries tie at 0.5

@@ -60,7 +60,7 @@ def test_bad_sweep_files_fail_with_one_line(tmp_path, scenario_path, spec, messa
 
 def test_failed_run_is_recorded_the_sweep_goes_on_and_the_report_lists_it(tmp_path, scenario_path):
     # an absurd SGD rate makes the loss overflow: the run must fail loudly, not finish with garbage
-    path = write_sweep(tmp_path, scenario_path, grid={"train.lr": [1e30, 0.001]}, fixed={"train": {"optimizer": "sgd"}})
+    path = write_sweep(tmp_path, scenario_path, grid={"train.lr": [1e30, 0.05]}, fixed={"train": {"optimizer": "sgd"}})
     sweep = load_sweep(path)
     summary = run_sweep(sweep, engine="local", log=lambda line: None)
     assert (summary["done"], summary["failed"]) == (1, 1)

@@ -4,7 +4,7 @@ For every test batch, the frozen model's probabilities P and L2-normalised head-
 give corrected assignments Y minimising Σ_i KL(y_i‖p_i) − λ Σ_ij W_ij y_iᵀy_j (W: affinities of
 F) by bound optimisation: y_i ∝ p_i ⊙ exp(λ Σ_j W_ij y_j), iterated to a relative energy change
 ≤ tol. Y replaces P; no parameter changes and nothing is kept between batches. Defaults are the
-official code's benchmark settings (``shared/specs/lame.md``): rbf affinity, k = 5, λ = 1, 100
+official code's benchmark settings: rbf affinity, k = 5, λ = 1, 100
 steps, tolerance 1e-8.
 
 Departures on purpose: a batch of one returns P (the official rbf gives NaN there); σ is floored
@@ -15,44 +15,40 @@ lame`` uses), and :class:`LAMEPlugin` corrects ``mb_output`` inside an Avalanche
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
 from clpeft.errors import ClpeftError
+from clpeft.evaluation.prediction import Prediction
+from clpeft.evaluation.tta import TTAMethod, register_tta
 from clpeft.models.heads import UNSEEN_LOGIT
-from clpeft.utils.typed import dataclass_from_dict
+from clpeft.utils.typed import Settings, dataclass_from_dict, option
 
 AFFINITIES = ("knn", "rbf", "linear")
 
 
 @dataclass
-class LAMEConfig:
+class LAMEConfig(Settings):
     """``affinity``: knn | rbf | linear; ``knn``: neighbours (kNN graph, and σ of rbf); ``lam``: weight
     of the Laplacian term; ``max_steps`` / ``tol``: bound-optimisation cap and relative energy tolerance;
     ``force_symmetry``: use (W + Wᵀ)/2; ``sigma_floor``: lower bound on rbf's σ."""
 
-    affinity: str = "rbf"
-    knn: int = 5
-    lam: float = 1.0
-    max_steps: int = 100
-    tol: float = 1e-8
-    force_symmetry: bool = False
-    sigma_floor: float = 1e-6
+    affinity: str = option("rbf", "affinity between a batch's features", choices=AFFINITIES)
+    knn: int = option(5, "neighbours (kNN graph, and σ of rbf)", ge=1)
+    lam: float = option(1.0, "weight of the Laplacian term", ge=0.0)
+    max_steps: int = option(100, "bound-optimisation steps at most", ge=1)
+    tol: float = option(1e-8, "relative energy tolerance", ge=0.0)
+    force_symmetry: bool = option(False, "use (W + Wᵀ)/2")
+    sigma_floor: float = option(1e-6, "lower bound on rbf's σ", gt=0.0)
 
-    def __post_init__(self):
-        if self.affinity not in AFFINITIES:
-            raise ClpeftError(f"unknown LAME affinity {self.affinity!r}; use one of {', '.join(AFFINITIES)}")
-        if self.knn < 1 or self.max_steps < 1:
-            raise ClpeftError(f"LAME needs knn ≥ 1 and max_steps ≥ 1 (got knn={self.knn}, max_steps={self.max_steps})")
-        if not self.lam >= 0 or not self.tol >= 0 or not self.sigma_floor > 0:
-            raise ClpeftError("LAME needs lam ≥ 0, tol ≥ 0 and sigma_floor > 0; fix tta_settings")
+    section = "tta.lame"
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "LAMEConfig":
-        return dataclass_from_dict(cls, values or {}, "LAME setting")
+        return dataclass_from_dict(cls, values or {}, "LAME setting", "tta.lame")
 
 
 def affinity_matrix(features: torch.Tensor, config: LAMEConfig) -> torch.Tensor:
@@ -108,8 +104,6 @@ def corrected_logits(logits: torch.Tensor, features: torch.Tensor, num_seen: int
 
 def with_lame(predict, num_seen, config: LAMEConfig | None = None):
     """Wrap ``predict(x) -> Prediction``; ``num_seen()`` gives the classes with a head right now."""
-    from clpeft.strategies.base import Prediction
-
     config = config or LAMEConfig()
 
     def predict_with_lame(x: torch.Tensor) -> Prediction:
@@ -117,6 +111,14 @@ def with_lame(predict, num_seen, config: LAMEConfig | None = None):
         return Prediction(logits=corrected_logits(out.logits, out.features, num_seen(), config), features=out.features)
 
     return predict_with_lame
+
+
+def other_affinities(config: LAMEConfig) -> list[tuple[str, LAMEConfig]]:
+    """The same settings with each other affinity: the affinity decides whether LAME hurts on i.i.d. batches."""
+    return [(f"affinity={a}", replace(config, affinity=a)) for a in AFFINITIES if a != config.affinity]
+
+
+register_tta(TTAMethod("lame", LAMEConfig, with_lame, other_affinities))
 
 
 class LAMEPlugin(SupervisedPlugin):

@@ -74,21 +74,50 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def register_backbone(name: str, spec: BackboneSpec) -> BackboneSpec:
+    """Add a named backbone (a timm architecture with kwargs, input spec and weights) for plugins."""
+    if name in BACKBONES and BACKBONES[name] != spec:
+        raise ClpeftError(f"backbone {name!r} is registered twice; rename one")
+    BACKBONES[name] = spec
+    return spec
+
+
 def spec_for(name: str, pretrained: bool = True) -> BackboneSpec:
-    """The named spec, or one for any timm model with its input spec read from timm's pretrained config."""
+    """The named spec, or one for any timm model (its input spec is read from the built model)."""
+    from clpeft.plugins import load_entry_points
+
+    if name not in BACKBONES:
+        load_entry_points("clpeft.backbones")
     if name in BACKBONES:
         return BACKBONES[name]
     import timm
 
     if not timm.is_model(name):
-        raise ClpeftError(f"unknown backbone {name!r}; use a timm model name or one of {', '.join(BACKBONES)}")
-    cfg = timm.get_pretrained_cfg(name)
-    if cfg is None:
-        return BackboneSpec(timm_name=name, weights="hub" if pretrained else None)
-    return BackboneSpec(
-        timm_name=name, input_size=cfg.input_size[-1], in_chans=cfg.input_size[0],
-        mean=tuple(cfg.mean), std=tuple(cfg.std), weights="hub" if pretrained else None,
-    )
+        raise ClpeftError(f"unknown backbone {name!r}; use a timm model name or one of {', '.join(BACKBONES)} "
+                          "(a backbone of your own: --import FILE)")
+    return BackboneSpec(timm_name=name, weights="hub" if pretrained else None, input_size=0)
+
+
+def input_spec_of(model: nn.Module, spec: BackboneSpec) -> BackboneSpec:
+    """The spec with the input size and channels the *built* model takes: a ViT built with ``img_size=32``
+    takes 32 px whatever its pretrained config says (224), and a stem built for 3 channels takes 3. The
+    normalisation is the named spec's, else timm's pretrained config's."""
+    from dataclasses import replace
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    size = size[-1] if isinstance(size, (tuple, list)) else size
+    if size is None:
+        size = spec.input_size or (cfg.get("input_size") or (3, 224, 224))[-1]
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    in_chans = first_conv.in_channels if first_conv is not None else spec.in_chans
+    if spec.input_size:  # a named backbone states its normalisation
+        mean, std = tuple(spec.mean), tuple(spec.std)
+    else:
+        mean, std = tuple(cfg.get("mean") or (0.5,) * 3), tuple(cfg.get("std") or (0.5,) * 3)
+    if len(mean) != in_chans:
+        mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans
+    return replace(spec, input_size=int(size), in_chans=int(in_chans), mean=mean, std=std)
 
 
 def efficientnet_lite0_file() -> Path:
@@ -116,20 +145,26 @@ def load_by_position(model: nn.Module, state: dict[str, torch.Tensor], skip_pref
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load a local checkpoint safely (safetensors, or torch.load with weights_only=True), strict shapes."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise ClpeftError(f"checkpoint {path} does not exist; check the path")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: one line, not safetensors' trace
+            raise ClpeftError(f"cannot read {path} as safetensors ({type(exc).__name__}); the file is damaged or "
+                              "not a safetensors file") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file for the user
-            raise ClpeftError(f"cannot load {path} with weights_only=True ({type(exc).__name__}); give a plain state dict or safetensors") from exc
+            raise ClpeftError(f"cannot load {path} with weights_only=True ({type(exc).__name__}); give a plain state dict or safetensors") from None
         for key in ("state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ClpeftError(f"{path} does not hold a state dict of tensors; give the backbone's weights")
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not (k.startswith(("head.", "fc.", "classifier.")) and k not in own)}
     missing = [k for k in own if k not in state]
@@ -158,10 +193,22 @@ def create_backbone(name: str, pretrained: bool = True, checkpoint: str | Path |
 
     spec = spec_for(name, pretrained)
     kwargs = {**spec.kwargs, **overrides, "num_classes": 0}
+    if "num_classes" in overrides:
+        raise ClpeftError("model.kwargs.num_classes is clpeft's to set (the backbone yields features); drop it")
     weights = spec.weights if pretrained and checkpoint is None else None
+
+    def create(**extra):
+        try:
+            return timm.create_model(spec.timm_name, **extra, **kwargs)
+        except TypeError as exc:  # a keyword the architecture does not take
+            raise ClpeftError(f"timm cannot build {spec.timm_name} with model.kwargs {sorted(overrides)} ({exc}); "
+                              "fix model.kwargs") from None
+
     if weights == "hub":
         try:
-            model = timm.create_model(spec.timm_name, pretrained=True, **kwargs)
+            model = create(pretrained=True)
+        except ClpeftError:
+            raise
         except Exception as exc:  # noqa: BLE001 - offline hub failures surface as many exception types
             raise ClpeftError(
                 f"could not fetch pretrained weights for {name} ({type(exc).__name__}); go online, "
@@ -174,12 +221,12 @@ def create_backbone(name: str, pretrained: bool = True, checkpoint: str | Path |
         # custom_load=False: some timm versions route a ViT tag with npz weights to the JAX loader otherwise
         overlay = dict(file=str(path), custom_load=False, num_classes=0, input_size=(spec.in_chans, spec.input_size, spec.input_size),
                        mean=spec.mean, std=spec.std)
-        model = timm.create_model(spec.timm_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+        model = create(pretrained=True, pretrained_cfg_overlay=overlay)
     else:
-        model = timm.create_model(spec.timm_name, pretrained=False, **kwargs)
+        model = create(pretrained=False)
         if weights == "efficientnet_lite0_package":
             state = torch.load(efficientnet_lite0_file(), map_location="cpu", weights_only=True)
             load_by_position(model, state)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
-    return model, spec
+    return model, input_spec_of(model, spec)

@@ -56,9 +56,12 @@ class ContinualModel(nn.Module):
 
 def build_model(backbone: str, num_classes: int, data: InputSpec, pretrained: bool = True,
                 checkpoint: str | None = None, head_init_std: float | None = None, normalize: bool = True,
-                **overrides) -> ContinualModel:
-    """``normalize=False`` feeds [0, 1] pixels unnormalised (LAE's official quirk, kept as a named option).
-    Text streams take a text backbone (``clpeft.models.text``), which tokenises the byte rows itself."""
+                input_size: int | None = None, mean=None, std=None, **kwargs) -> ContinualModel:
+    """``normalize=False`` feeds [0, 1] pixels unnormalised (LAE's official quirk, kept as a named option);
+    ``input_size``/``mean``/``std`` override what the built backbone expects. Text streams take a text
+    backbone (``clpeft.models.text``), which tokenises the byte rows itself; ``kwargs`` go to the backbone."""
+    from dataclasses import replace
+
     from clpeft.models.text import TEXT_BACKBONES, create_text_backbone
 
     if (data.modality == "text") != (backbone in TEXT_BACKBONES):
@@ -67,8 +70,21 @@ def build_model(backbone: str, num_classes: int, data: InputSpec, pretrained: bo
     if backbone in TEXT_BACKBONES:
         if checkpoint is not None:
             raise ClpeftError("--checkpoint is for image backbones; a text backbone loads its own weights package")
-        net = create_text_backbone(backbone, pretrained=pretrained, **overrides)
+        net = create_text_backbone(backbone, pretrained=pretrained, **kwargs)
         return ContinualModel(net, IncrementalHead(net.num_features, num_classes, init_std=head_init_std))
-    net, spec = create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, **overrides)
+    net, spec = create_backbone(backbone, pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+    given = {k: v for k, v in (("input_size", input_size), ("mean", tuple(mean) if mean else None),
+                               ("std", tuple(std) if std else None)) if v is not None}
+    spec = replace(spec, **given)
+    if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
+        raise ClpeftError(f"model.mean and model.std need {spec.in_chans} values (the backbone's input channels), "
+                          f"got {len(spec.mean)} and {len(spec.std)}")
     head = IncrementalHead(net.num_features, num_classes, init_std=head_init_std)
     return ContinualModel(net, head, InputAdapter(data, spec, normalize), spec)
+
+
+def build_model_from_config(config, num_classes: int, data: InputSpec) -> ContinualModel:
+    """The model a run's :class:`clpeft.config.ModelConfig` describes."""
+    return build_model(config.backbone, num_classes, data, pretrained=config.pretrained, checkpoint=config.checkpoint,
+                       head_init_std=config.head_init_std, normalize=config.normalize, input_size=config.input_size,
+                       mean=config.mean, std=config.std, **config.kwargs)

@@ -1,106 +1,74 @@
-"""PET configurations: what to inject and where. Defaults follow LAE's ViT settings (blocks 0-4).
+"""PET kinds as data: each kind is a config dataclass, a layer and a placement table, registered by name.
 
-Where: ``blocks`` picks blocks of a known family (timm ViT, timm EfficientNet, HF BERT) and the
-family decides the module (attention, qkv, 1x1 convs, ...); ``targets`` instead names modules
-by glob patterns over ``model.named_modules()``, like peft's ``target_modules``.
+A kind lives in its own module (``adapter``, ``lora``, ``prefix``, ``prompt``, ``supermask``) like a peft
+tuner; injection (:mod:`clpeft.pet.inject`) looks kinds up here and never tests a kind's name. Where a
+kind goes: ``blocks`` picks blocks of a known family (timm ViT, timm EfficientNet, HF BERT) and the kind's
+table picks the module inside each block; ``targets`` instead names modules by glob patterns over
+``model.named_modules()``, like peft's ``target_modules``. Defaults follow LAE's ViT settings (blocks 0-4).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Callable
 
-from clpeft.utils.typed import dataclass_from_dict
+from clpeft.errors import ClpeftError
+from clpeft.utils.typed import Settings, dataclass_from_dict, option
 
 LAE_BLOCKS = (0, 1, 2, 3, 4)
 
 
 @dataclass
-class PETConfig:
-    blocks: tuple | list | None = LAE_BLOCKS
-    targets: list | None = None
+class PETConfig(Settings):
+    blocks: tuple[int, ...] | None = option(LAE_BLOCKS, "blocks that get the PET (null: every block)")
+    targets: list[str] | None = option(None, "glob patterns over module names, instead of blocks")
 
     kind = "pet"
 
+    @property
+    def section(self) -> str:
+        return f"pets.{self.kind}"
+
     @classmethod
-    def from_dict(cls, values: dict) -> "PETConfig":
-        return dataclass_from_dict(cls, values, f"{cls.kind} setting")
+    def from_dict(cls, values: dict | None, prefix: str | None = None) -> "PETConfig":
+        return dataclass_from_dict(cls, values or {}, f"{cls.kind} setting", prefix or f"pet_settings ({cls.kind})")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-@dataclass
-class AdapterConfig(PETConfig):
-    """Bottleneck adapter ``s·up(GELU(down(x)))``, up-projection zero-initialised.
+@dataclass(frozen=True)
+class PETKind:
+    """A registered PET kind: ``config`` (dataclass), ``targets(model, family, config)`` → default module names
+    for a known family, ``build(model, name, module, config, routing, family)`` → the wrapping layer."""
 
-    ``bottleneck``: hidden width h. ``position``: the sub-layer it runs beside — ``attn`` or
-    ``mlp`` (ViT/BERT), ``block`` (CNN blocks); None = ``attn`` on transformers, ``block`` on CNNs.
-    ``mode``: ``parallel`` (added to the wrapped module's output, fed its input) or ``sequential``
-    (applied to its output, residually); None = parallel on transformers, sequential on CNNs.
-    ``scale``: None = learnable scalar initialised to 1 (LAE), a float = fixed.
-    """
-
-    bottleneck: int = 5
-    position: str | None = None
-    mode: str | None = None
-    scale: float | None = None
-    kind = "adapter"
+    name: str
+    config: type
+    targets: Callable
+    build: Callable
+    description: str = ""
 
 
-@dataclass
-class LoRAConfig(PETConfig):
-    """Low-rank update ``B·A`` (B zero-initialised) on Linear layers or 1x1 convolutions.
-
-    ``kv_only``: on a fused qkv Linear, adapt only the K and V rows with one pair each (LAE);
-    False adapts the whole fused output with one pair. ``alpha``: None = a learnable scale per
-    pair initialised to 1 (LAE); a float = fixed scale ``alpha / rank`` (PEFT).
-    """
-
-    rank: int = 5
-    alpha: float | None = None
-    kv_only: bool = True
-    kind = "lora"
+PET_KINDS: dict[str, PETKind] = {}
+PET_TYPES: dict[str, type] = {}  # name → config class (what a scenario's ``pets:`` section is checked against)
 
 
-@dataclass
-class PrefixConfig(PETConfig):
-    """``length`` learned key and value tokens per attention layer, init U(0, 0.01), with LAE's
-    compensatory calibration (the original attention keeps weight ``1 − λ``). Learnable key/value
-    scales initialised to 1."""
-
-    length: int = 10
-    compensatory: bool = True
-    kind = "prefix"
+def register_pet(kind: PETKind) -> PETKind:
+    if kind.name in PET_KINDS and PET_KINDS[kind.name] is not kind:
+        raise ValueError(f"PET kind {kind.name!r} is registered twice")
+    kind.config.kind = kind.name
+    PET_KINDS[kind.name] = kind
+    PET_TYPES[kind.name] = kind.config
+    return kind
 
 
-@dataclass
-class PromptConfig(PETConfig):
-    """``length`` learned tokens inserted into each chosen attention layer's input after the
-    class token, removed again after the projection. Init U(0, 0.01); ``scale`` fixed 1.0 by default
-    (LAE), None = learnable."""
+def get_pet_kind(name: str) -> PETKind:
+    import clpeft.pet  # noqa: F401 - registers the built-in kinds
 
-    length: int = 5
-    scale: float | None = 1.0
-    kind = "prompt"
+    if name not in PET_KINDS:
+        raise ClpeftError(f"unknown PET module {name!r}; choose one of {', '.join(sorted(PET_KINDS))} (see `clpeft list`)")
+    return PET_KINDS[name]
 
 
-@dataclass
-class SupermaskConfig(PETConfig):
-    """Edge-popup supermask per instance (task) over frozen weights of Linear/Conv2d layers.
-
-    ``sparsity_kept``: fraction of each layer's weights kept (ExSSNeT's ``sparsity``, default 0.1).
-    ``blocks``/``targets``: which layers; ``blocks=None`` with no targets masks every Linear and Conv2d.
-    ``signed_constant``: re-initialise the masked weights to ±sqrt(2/fan_in) (ExSSNeT's init).
-    ``task_norm``: BatchNorm layers in scope keep running statistics per instance (ExSSNeT's per-task BN).
-    """
-
-    sparsity_kept: float = 0.1
-    signed_constant: bool = False
-    task_norm: bool = True
-    blocks: tuple | list | None = None
-    kind = "supermask"
-
-
-PET_TYPES: dict[str, type[PETConfig]] = {
-    "adapter": AdapterConfig,
-    "lora": LoRAConfig,
-    "prefix": PrefixConfig,
-    "prompt": PromptConfig,
-    "supermask": SupermaskConfig,
-}
+def pet_config(name: str, settings: dict | None = None) -> PETConfig:
+    """The typed, checked config of kind ``name`` from a scenario's settings mapping."""
+    return get_pet_kind(name).config.from_dict(settings or {})

@@ -1,4 +1,8 @@
-"""Injection by target name into unmodified models, and the controller that owns the named instances."""
+"""Injection by target name into unmodified models, and the controller that owns the named instances.
+
+Which modules a kind wraps and how comes from its registry entry (:mod:`clpeft.pet.config`); this module
+never tests a kind's name.
+"""
 from __future__ import annotations
 
 import fnmatch
@@ -9,101 +13,9 @@ import torch
 from torch import nn
 
 from clpeft.errors import ClpeftError
-from clpeft.pet.config import (PET_TYPES, AdapterConfig, LoRAConfig, PETConfig, PrefixConfig, PromptConfig,
-                               SupermaskConfig)
-from clpeft.pet.layers import (AdapterLayer, LoRALayer, PETLayer, PrefixAttentionLayer, PromptAttentionLayer,
-                               Routing, SupermaskLayer, TaskNormLayer)
-
-
-# ------------------------------------------------------------------------------ model families
-def unwrap(module: nn.Module) -> nn.Module:
-    while isinstance(module, PETLayer):
-        module = module.base
-    return module
-
-
-def family(model: nn.Module) -> str:
-    blocks = getattr(model, "blocks", None)
-    if blocks is not None and len(blocks) and hasattr(unwrap(getattr(blocks[0], "attn", nn.Identity())), "qkv"):
-        return "vit"
-    if hasattr(model, "conv_stem") and blocks is not None:
-        return "cnn"
-    if hasattr(getattr(model, "encoder", None), "layer"):
-        return "bert"
-    return "unknown"
-
-
-def block_list(model: nn.Module, fam: str) -> list[tuple[str, nn.Module]]:
-    if fam == "vit":
-        return [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
-    if fam == "cnn":  # EfficientNet-style stages of blocks, flattened
-        return [(f"blocks.{s}.{j}", b) for s, stage in enumerate(model.blocks) for j, b in enumerate(stage)]
-    if fam == "bert":
-        return [(f"encoder.layer.{i}", b) for i, b in enumerate(model.encoder.layer)]
-    return []
-
-
-def selected_blocks(model, fam, blocks) -> list[tuple[str, nn.Module]]:
-    all_blocks = block_list(model, fam)
-    if blocks is None:
-        return all_blocks
-    bad = [b for b in blocks if not 0 <= b < len(all_blocks)]
-    if bad:
-        raise ClpeftError(f"block {bad[0]} does not exist; this model has blocks 0..{len(all_blocks) - 1}")
-    return [all_blocks[b] for b in blocks]
-
-
-def io_features(module: nn.Module) -> tuple[int, int]:
-    """(input, output) width of a module: its own, or its first and last Linear/Conv2d's."""
-    module = unwrap(module)
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
-    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not isinstance(m, PETLayer)]
-    if not layers:
-        raise ClpeftError(f"cannot tell the width of {type(module).__name__}; target a module containing Linear/Conv2d layers")
-    first, last = layers[0], layers[-1]
-    d_in = first.in_features if isinstance(first, nn.Linear) else first.in_channels
-    d_out = last.out_features if isinstance(last, nn.Linear) else last.out_channels
-    return d_in, d_out
-
-
-def default_targets(model: nn.Module, config: PETConfig) -> list[str]:
-    """Module names (relative to ``model``) the config's kind attaches to, for a known family."""
-    fam = family(model)
-    kind = config.kind
-    if kind in ("prefix", "prompt") and fam != "vit":
-        raise ClpeftError(f"{kind} needs a timm ViT (attention with fused qkv); this {fam} model supports adapter and lora")
-    if fam == "unknown" and kind != "supermask":
-        raise ClpeftError("model family not recognised (timm ViT, timm EfficientNet, HF BERT); give `targets:` patterns")
-    names = []
-    if kind == "supermask":
-        scope = [("", model)] if config.blocks is None or fam == "unknown" else selected_blocks(model, fam, config.blocks)
-        kinds = (nn.Linear, nn.Conv2d) + ((nn.modules.batchnorm._BatchNorm,) if config.task_norm else ())
-        for prefix, module in scope:
-            for n, m in module.named_modules():
-                if isinstance(m, kinds) and not isinstance(m, PETLayer):
-                    names.append(".".join(p for p in (prefix, n) if p))
-        return names
-    for prefix, block in selected_blocks(model, fam, config.blocks):
-        if kind == "adapter":
-            where = {"vit": {"attn": "attn", "mlp": "mlp"}, "bert": {"attn": "attention", "mlp": "output"},
-                     "cnn": {"block": ""}}[fam]
-            position = config.position or next(iter(where))
-            if position not in where:
-                raise ClpeftError(f"adapter position {position!r} is not available on {fam}; use one of {', '.join(where)}")
-            names.append(prefix + ("." + where[position] if where[position] else ""))
-        elif kind == "lora":
-            if fam == "vit":
-                names.append(f"{prefix}.attn.qkv")
-            elif fam == "bert":
-                wanted = ("key", "value") if config.kv_only else ("query", "key", "value")
-                names += [f"{prefix}.attention.self.{w}" for w in wanted]
-            else:
-                names += [f"{prefix}.{n}" for n, m in unwrap(block).named_modules()
-                          if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]
-        else:  # prefix / prompt on ViT attention
-            names.append(f"{prefix}.attn")
-    return names
+from clpeft.pet.config import PETConfig, get_pet_kind, pet_config
+from clpeft.pet.families import family, unwrap
+from clpeft.pet.layers import PETLayer, Routing
 
 
 def resolve_module(model: nn.Module, name: str) -> tuple[nn.Module, str, nn.Module]:
@@ -128,37 +40,9 @@ def match_targets(model: nn.Module, patterns: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ building
-def build_layer(model: nn.Module, name: str, module: nn.Module, config: PETConfig, routing: Routing) -> PETLayer:
-    inner = unwrap(module)
-    if isinstance(config, AdapterConfig):
-        d_in, d_out = io_features(inner)
-        mode = config.mode or ("sequential" if family(model) == "cnn" else "parallel")
-        if mode not in ("parallel", "sequential"):
-            raise ClpeftError(f"adapter mode {mode!r} is unknown; use parallel or sequential")
-        if mode == "parallel" and family(model) == "cnn" and d_in != d_out:
-            raise ClpeftError(f"{name} changes width {d_in}→{d_out}; a parallel adapter cannot sit beside it, use mode: sequential")
-        return AdapterLayer(module, routing, d_in, d_out, config.bottleneck, config.scale, mode)
-    if isinstance(config, LoRAConfig):
-        if not isinstance(inner, (nn.Linear, nn.Conv2d)):
-            raise ClpeftError(f"LoRA targets Linear or 1x1 Conv2d layers; {name} is {type(inner).__name__}")
-        out = inner.out_features if isinstance(inner, nn.Linear) else inner.out_channels
-        if config.kv_only and name.endswith("qkv"):
-            d = out // 3
-            slices = [(d, 2 * d), (2 * d, 3 * d)]
-        else:
-            slices = [(0, out)]
-        return LoRALayer(module, routing, slices, config.rank, config.alpha)
-    if isinstance(config, PrefixConfig):
-        return PrefixAttentionLayer(module, routing, config.length, config.compensatory)
-    if isinstance(config, PromptConfig):
-        dim = io_features(inner)[0]
-        return PromptAttentionLayer(module, routing, config.length, dim, config.scale,
-                                    position=int(getattr(model, "num_prefix_tokens", 1)))
-    if isinstance(config, SupermaskConfig):
-        if isinstance(inner, nn.modules.batchnorm._BatchNorm):
-            return TaskNormLayer(module, routing)
-        return SupermaskLayer(module, routing, config.sparsity_kept, config.signed_constant)
-    raise ClpeftError(f"unknown PET config {type(config).__name__}")
+def default_targets(model: nn.Module, config: PETConfig) -> list[str]:
+    """Module names (relative to ``model``) the config's kind attaches to by default."""
+    return get_pet_kind(config.kind).targets(model, family(model), config)
 
 
 def base_parameter_ids(model: nn.Module) -> set[int]:
@@ -171,12 +55,18 @@ def inject_pet(model: nn.Module, config: PETConfig, name: str = "default", freez
 
     ``freeze_base``: every parameter that is not a PET parameter gets ``requires_grad=False``.
     """
+    if not isinstance(config, PETConfig):
+        from clpeft.pet.interop import from_foreign_config
+
+        config = from_foreign_config(config)
+    kind = get_pet_kind(config.kind)
     targets = match_targets(model, config.targets) if config.targets else default_targets(model, config)
+    fam = family(model)
     routing = Routing()
     layers = {}
     for target in targets:
         parent, attr, module = resolve_module(model, target)
-        layer = build_layer(model, target, module, config, routing)
+        layer = kind.build(model, target, module, config, routing, fam)
         setattr(parent, attr, layer)
         layers[target] = layer
     controller = PETController(model, config, layers, routing)
@@ -191,13 +81,8 @@ def inject_pet(model: nn.Module, config: PETConfig, name: str = "default", freez
 
 
 def inject_named_pet(model: nn.Module, kind: str, settings: dict | None = None, name: str = "default") -> "PETController":
-    if kind not in PET_TYPES:
-        raise ClpeftError(f"unknown PET module {kind!r}; choose one of {', '.join(sorted(PET_TYPES))}")
-    settings = dict(settings or {})
-    for key in ("blocks",):
-        if isinstance(settings.get(key), list):
-            settings[key] = tuple(settings[key])
-    return inject_pet(model, PET_TYPES[kind].from_dict(settings), name=name)
+    """``inject_pet`` with the kind named and its settings as a mapping (checked)."""
+    return inject_pet(model, pet_config(kind, settings), name=name)
 
 
 class PETController:
@@ -320,14 +205,15 @@ class PETController:
 
     # ------------------------------------------------------------------ LoRA merging
     def merge(self, name: str | None = None) -> None:
+        """Fold instance ``name`` into the base weights (kinds whose layers can: LoRA)."""
         name = name or self.active
         self._check(name)
-        if not isinstance(self.config, LoRAConfig):
+        if not all(hasattr(layer, "merge") for layer in self.layers.values()):
             raise ClpeftError(f"only LoRA can be merged, not {self.config.kind}")
         for layer in self.layers.values():
             layer.merge(name)
 
     def unmerge(self) -> None:
         for layer in self.layers.values():
-            if isinstance(layer, LoRALayer):
+            if hasattr(layer, "unmerge"):
                 layer.unmerge()

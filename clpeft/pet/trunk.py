@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from clpeft.pet.inject import PETController, family
+from clpeft.pet.families import family
+from clpeft.pet.inject import PETController
 
 
 class SharedTrunk:

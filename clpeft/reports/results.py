@@ -1,8 +1,11 @@
-"""The results file: one tidy JSON per run (deterministic for a seed), a CSV of the matrix, runtime apart.
+"""The results file: one tidy JSON per run (deterministic for a seed), CSVs of the matrix and the loss,
+runtime apart.
 
-``results.json`` holds what a seed determines (config, versions, device, matrices, metrics,
-parameter counts); wall times and peak memory vary run to run, so they go to ``runtime.json``.
-Every file is written atomically.
+``results.json`` is built from a typed :class:`RunResult`: what a seed determines (config, versions,
+device, matrices, metrics, parameter counts, the training loss per epoch, whether the run learned);
+wall times and peak memory vary run to run, so they go to ``runtime.json``. Method-specific figures
+travel as generic data: ``views`` (extra named accuracy matrices), ``strategy_summary`` (facts) and
+``report_metrics`` (scalars the report tabulates by name). Every file is written atomically.
 """
 from __future__ import annotations
 
@@ -11,14 +14,70 @@ import io
 import json
 import math
 import platform
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from clpeft.errors import ClpeftError
-from clpeft.utils.io import atomic_write_json, atomic_write_text
+from clpeft.utils.io import atomic_write_json, atomic_write_text, writing
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REQUIRED_KEYS = {"schema_version", "run_id", "config", "accuracy_matrix", "metrics"}
+LOSS_RISE = 2.0  # a phase whose last epoch's mean loss is above LOSS_RISE × its first step's loss diverged
+
+
+@dataclass
+class RunResult:
+    """Everything ``results.json`` holds; optional sections are left out of the file when empty."""
+
+    run_id: str
+    config_hash: str
+    config: dict
+    stream: dict
+    versions: dict
+    device: str
+    accuracy_matrix: list
+    accuracy_matrix_task_il: list
+    accuracy_before_training: list
+    test_samples: list
+    metrics: dict
+    parameters: dict
+    health: dict
+    training: list = field(default_factory=list)  # per (experience, phase, epoch): mean loss
+    final_accuracy_by_eval_order: list | None = None
+    distributed: dict | None = None
+    task_inference_matrix: list | None = None
+    strategy_summary: dict | None = None
+    report_metrics: dict | None = None
+    views: dict | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+
+def chance_threshold(num_classes: int, n_test: int) -> float:
+    """Accuracy at or below which a run did not beat guessing: chance + 2 standard errors."""
+    p = 1.0 / max(num_classes, 1)
+    return p + 2.0 * math.sqrt(p * (1 - p) / max(n_test, 1))
+
+
+def assess_health(final_accuracy: float, num_classes: int, n_test: int, training: list[dict]) -> dict:
+    """``{"status": "ok" | "diverged", "reasons": [...]}``: a run whose final accuracy is at chance, or whose
+    loss ended far above where it started in some phase, is not a result to average silently."""
+    reasons = []
+    threshold = chance_threshold(num_classes, n_test)
+    if final_accuracy <= threshold:
+        reasons.append(f"final accuracy {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
+                       f"{num_classes} classes; ≤ {100 * threshold:.1f} % counts as chance on {n_test} test samples)")
+    phases: dict = {}
+    for entry in training:
+        phases.setdefault((entry["experience"], entry["phase"]), []).append(entry)
+    for (experience, phase), entries in sorted(phases.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        start, end = entries[0].get("first_step_loss"), entries[-1]["loss"]
+        if start is not None and start > 0 and math.isfinite(end) and end > LOSS_RISE * start:
+            reasons.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)")
+    return {"status": "diverged" if reasons else "ok", "reasons": reasons}
 
 
 def package_versions() -> dict:
@@ -42,13 +101,24 @@ def matrix_csv(run_id: str, R, R_task, counts) -> str:
     return buf.getvalue()
 
 
+def loss_csv(run_id: str, training: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run_id", "experience", "phase", "epoch", "steps", "loss"])
+    for e in training:
+        writer.writerow([run_id, e["experience"], e["phase"], e["epoch"], e["steps"], f"{e['loss']:.6g}"])
+    return buf.getvalue()
+
+
 def write_results(out_dir: str | Path, results: dict, runtime: dict) -> Path:
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "results.csv", matrix_csv(results["run_id"], results["accuracy_matrix"],
-                                                          results["accuracy_matrix_task_il"], results["test_samples"]))
-    atomic_write_json(out_dir / "runtime.json", runtime)
-    # results.json last: its presence marks a complete run
-    return atomic_write_json(out_dir / "results.json", results)
+    with writing(out_dir, "the results"):
+        atomic_write_text(out_dir / "results.csv", matrix_csv(results["run_id"], results["accuracy_matrix"],
+                                                              results["accuracy_matrix_task_il"], results["test_samples"]))
+        atomic_write_text(out_dir / "loss.csv", loss_csv(results["run_id"], results.get("training", [])))
+        atomic_write_json(out_dir / "runtime.json", runtime)
+        # results.json last: its presence marks a complete run
+        return atomic_write_json(out_dir / "results.json", results)
 
 
 def read_results(path: str | Path) -> dict:
@@ -59,14 +129,22 @@ def read_results(path: str | Path) -> dict:
         raise ClpeftError(f"{path} does not exist; point to a run directory or its results.json")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ClpeftError(f"{path} is not valid JSON; re-run that experiment") from exc
+    except (ValueError, OSError) as exc:
+        raise ClpeftError(f"{path} is not valid JSON ({type(exc).__name__}); re-run that experiment") from None
+    if not isinstance(data, dict):
+        raise ClpeftError(f"{path} is not a clpeft results file (not a JSON object)")
     missing = REQUIRED_KEYS - set(data)
     if missing:
         raise ClpeftError(f"{path} is not a clpeft results file (missing {sorted(missing)[0]!r})")
     runtime = path.parent / "runtime.json"
     if runtime.exists():
-        data["runtime"] = json.loads(runtime.read_text())
+        try:  # wall times are a nicety: a damaged runtime.json must not hide the run's results
+            data["runtime"] = json.loads(runtime.read_text())
+            if not isinstance(data["runtime"], dict):
+                raise ValueError
+        except (ValueError, OSError):
+            data["runtime"] = {}
+            data["runtime_unreadable"] = str(runtime)
     return data
 
 

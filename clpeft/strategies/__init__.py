@@ -1,6 +1,11 @@
-"""Strategies: the shared loop (``base``) and one file per method, looked up in a registry."""
-from clpeft.strategies import (avalanche_baselines, exssnet, finetune, jare, joint, lae, linear_probe,  # noqa: F401
-                                prototype, wa)
-from clpeft.strategies.base import STRATEGIES, CLStrategy, Prediction, TrainSettings, get_strategy, register
+"""Strategies: the shared loop and method API (``base``) and one file per method, looked up in a registry.
 
-__all__ = ["STRATEGIES", "CLStrategy", "Prediction", "TrainSettings", "get_strategy", "register"]
+What a method author needs: ``CLStrategy``, ``Phase``, ``Prediction``, ``register`` and ``option``.
+"""
+from clpeft.evaluation.prediction import Prediction
+from clpeft.strategies import (avalanche_baselines, exssnet, finetune, jare, joint, lae, linear_probe,  # noqa: F401
+                               prototype, wa)
+from clpeft.strategies.base import STRATEGIES, CLStrategy, Phase, TrainSettings, get_strategy, register
+from clpeft.utils.typed import option
+
+__all__ = ["STRATEGIES", "CLStrategy", "Phase", "Prediction", "TrainSettings", "get_strategy", "option", "register"]

@@ -3,52 +3,50 @@
 Each is Avalanche's plugin (the same one its ``EWC``/``LwF``/``Replay`` templates use) on the
 shared base, so they appear in the same accuracy matrix and report as every other strategy.
 """
+from dataclasses import asdict, dataclass
+
 from avalanche.training.plugins import EWCPlugin, LwFPlugin, ReplayPlugin
 
-from clpeft.errors import ClpeftError
 from clpeft.strategies.base import CLStrategy, register
+from clpeft.utils.typed import option
 
 
-class _AvalanchePluginStrategy(CLStrategy):
+class AvalanchePluginStrategy(CLStrategy):
     trains = "pet"
     resumable = False  # the plugin's state (Fisher matrices, teacher, buffer) is not captured
     ddp_safe = False  # nor synchronised across ranks (the replay buffer changes the loader)
+    plugin_class = None
 
-    def plugin(self, **options):
-        raise NotImplementedError
-
-    def configure(self, **options):
-        try:
-            self._avalanche_plugin = self.plugin(**options)
-        except TypeError as exc:
-            raise ClpeftError(f"bad option for strategy {self.name}: {exc}; check strategies.{self.name}.options") from exc
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.plugins.insert(0, self._avalanche_plugin)
+    def avalanche_plugins(self) -> list:
+        return [self.plugin_class(**asdict(self.options))]
 
 
 @register("ewc")
-class EWC(_AvalanchePluginStrategy):
-    def plugin(self, ewc_lambda: float = 1000.0, mode: str = "separate", decay_factor=None):
-        return EWCPlugin(ewc_lambda=ewc_lambda, mode=mode, decay_factor=decay_factor)
+class EWC(AvalanchePluginStrategy):
+    plugin_class = EWCPlugin
+
+    @dataclass
+    class Options:
+        ewc_lambda: float = option(1000.0, "weight of the EWC penalty", ge=0.0)
+        mode: str = option("separate", "one Fisher per experience, or one running one", choices=("separate", "online"))
+        decay_factor: float | None = option(None, "online mode: decay of the running Fisher", ge=0.0, le=1.0)
 
 
 @register("lwf")
-class LwF(_AvalanchePluginStrategy):
-    def plugin(self, alpha: float = 1.0, temperature: float = 2.0):
-        return LwFPlugin(alpha=alpha, temperature=temperature)
+class LwF(AvalanchePluginStrategy):
+    plugin_class = LwFPlugin
+
+    @dataclass
+    class Options:
+        alpha: float = option(1.0, "weight of the distillation loss", ge=0.0)
+        temperature: float = option(2.0, "distillation temperature", gt=0.0)
 
 
 @register("replay")
-class Replay(_AvalanchePluginStrategy):
-    def plugin(self, mem_size: int = 200):
-        return ReplayPlugin(mem_size=mem_size)
+class Replay(AvalanchePluginStrategy):
+    plugin_class = ReplayPlugin
+    tensor_batches = False  # Avalanche's ReplayPlugin swaps in its own loader over the experience and the buffer
 
-    def make_train_dataloader(self, **kwargs):
-        # Avalanche's ReplayPlugin swaps in its own loader over the experience dataset and the buffer.
-        in_memory, self.in_memory = self.in_memory, False
-        try:
-            super().make_train_dataloader(**kwargs)
-        finally:
-            self.in_memory = in_memory
+    @dataclass
+    class Options:
+        mem_size: int = option(200, "replay buffer size (samples)", ge=1)

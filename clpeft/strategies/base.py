@@ -1,24 +1,48 @@
-"""The shared training loop: Avalanche's ``SupervisedTemplate`` plus what clpeft's methods all need.
+"""The shared training loop and clpeft's method API: a strategy file says only what differs from it.
 
-What this base adds, each as a named hook a strategy file may override:
+A method is a subclass of :class:`CLStrategy` registered with ``@register("name")``. It declares:
 
-- ``trainable_parameters()``: what trains (all weights, PET + head, or head only); everything
-  else gets ``requires_grad=False`` and stays out of the optimizer.
-- ``make_optimizer()``: a fresh optimizer over exactly those parameters at every experience, so
-  no stale momentum moves frozen weights (an Avalanche pitfall).
-- ``criterion()``: cross-entropy over the logits of the seen classes (``loss_scope="seen"``) or of
-  the current experience only (``"current"``); unseen classes never enter the softmax.
-- ``predict(x) -> Prediction``: what evaluation calls: logits, the features feeding the head
-  (for test-time adaptation such as LAME) and any extra named views (e.g. LAE's two experts).
-- a fast in-memory training loader for streams held as tensors, with a seeded shuffle.
+- ``trains``: ``"all"`` (every weight), ``"pet"`` (PET + head; every weight without a PET) or ``"head"``;
+  ``trains_in``: ``"every"`` experience, only the ``"first"``, or ``"none"`` (closed-form methods);
+- ``accepts_pet`` (True, False, or the PET kinds it works with) and ``requires_pet``;
+- ``loss_scope``: ``"current"`` when the method's loss covers only the current experience's classes
+  (None leaves the run's ``train.loss_scope``);
+- ``Options``: a dataclass of its settings (types, defaults, one-line docs via
+  :func:`clpeft.utils.typed.option`), checked when the run is configured, before anything is built;
+- ``task_conditioned`` / ``resumable`` / ``ddp_safe``: what evaluation, resume and torchrun may expect.
 
-Strategies register with ``@register("name")`` and are looked up by name (no ``eval``).
+and overrides only the hooks it needs, in the order they run::
+
+    setup()                                   once, options in self.options
+    before_experience()                       before the experience's data, head and optimizer are made
+    training_data(dataset) -> dataset         what trains in this experience (e.g. + exemplars)
+    phases() -> [Phase]                       named training phases (default: one of train.epochs epochs)
+    trainable_parameters()                    what trains (per phase); the rest is frozen
+    optimizer_groups(params) / make_scheduler(optimizer, phase)
+    start_phase() ... end_phase()             around each phase's epochs
+    before_epoch() / after_epoch()
+    training_logits(x) -> logits              the training forward
+    training_loss(logits, y, x) -> loss       default: cross-entropy over the loss scope's classes
+    after_backward() / after_step()
+    after_experience()
+    predict(x) -> Prediction                  evaluation (predict_given_task for task-IL when conditioned)
+    resume_state() / load_resume_state()      what a checkpoint must hold beyond the model's tensors
+    summary() / report_metrics()              method-specific facts (results file) and scalars (report)
+
+State a hook may read: ``model``, ``pet``, ``settings``, ``options``, ``device``, ``seed``,
+``experience_index``, ``current_classes``, ``experience_data`` (the experience's data with test-time
+transforms), ``phase``, ``epoch``, ``steps_per_epoch``. Mixed precision (``self.autocast()``), the
+optimizer, torchrun gradient sums and the checks that no training silently did nothing are the base's.
+The loop runs on Avalanche's ``SupervisedTemplate``, so Avalanche *plugins* still plug in; a strategy
+file never overrides its underscore methods nor reads its minibatch fields.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from avalanche.training.templates import SupervisedTemplate
@@ -27,12 +51,14 @@ from tqdm.auto import tqdm
 
 from clpeft import distributed
 from clpeft.errors import ClpeftError
+from clpeft.evaluation.prediction import Prediction
 from clpeft.utils.device import autocast
-from clpeft.utils.typed import dataclass_from_dict
+from clpeft.utils.typed import Settings, dataclass_from_dict, is_config, option
 
 STRATEGIES: dict[str, type] = {}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_SCOPES = ("seen", "current")
+SCHEDULES = ("constant", "cosine")
 
 
 def register(name: str):
@@ -40,7 +66,8 @@ def register(name: str):
 
     def wrap(cls):
         if name in STRATEGIES and STRATEGIES[name] is not cls:
-            raise ValueError(f"strategy {name!r} is registered twice")
+            raise ClpeftError(f"strategy {name!r} is registered twice ({STRATEGIES[name].__module__} and {cls.__module__}); "
+                              "rename one")
         cls.name = name
         STRATEGIES[name] = cls
         return cls
@@ -50,49 +77,53 @@ def register(name: str):
 
 def get_strategy(name: str) -> type:
     import clpeft.strategies  # noqa: F401 - registers the built-in strategies
+    from clpeft.plugins import load_entry_points
 
     if name not in STRATEGIES:
-        raise ClpeftError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))} (see `clpeft list`)")
+        load_entry_points("clpeft.strategies")
+    if name not in STRATEGIES:
+        raise ClpeftError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))} "
+                          "(see `clpeft list`; a strategy of your own: --import FILE)")
     return STRATEGIES[name]
 
 
 @dataclass
-class TrainSettings:
-    """Optimisation settings shared by every strategy (per-strategy extras go to ``options``)."""
+class TrainSettings(Settings):
+    """Optimisation settings shared by every strategy (per-strategy settings go to ``options``)."""
 
-    epochs: int = 1
-    lr: float = 1e-3
-    batch_size: int = 32
-    eval_batch_size: int = 256
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    loss_scope: str = "seen"
-    drop_last: bool = False
+    section = "train"
 
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ClpeftError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
-        if self.loss_scope not in LOSS_SCOPES:
-            raise ClpeftError(f"unknown loss_scope {self.loss_scope!r}; use one of {', '.join(LOSS_SCOPES)}")
-        if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1 or self.lr <= 0:
-            raise ClpeftError("epochs must be ≥ 0, batch sizes ≥ 1 and lr > 0; fix the strategy settings")
+    epochs: int = option(1, "epochs per experience", ge=0)
+    lr: float = option(1e-3, "learning rate", gt=0.0)
+    batch_size: int = option(32, "training mini-batch size", ge=1)
+    eval_batch_size: int = option(256, "test batch size", ge=1)
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
+    weight_decay: float = option(0.0, "weight decay", ge=0.0)
+    momentum: float = option(0.9, "SGD momentum", ge=0.0)
+    loss_scope: str = option("seen", "classes in the cross-entropy: all seen so far, or the current experience's",
+                             choices=LOSS_SCOPES)
+    drop_last: bool = option(False, "drop the last incomplete training batch")
+    schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase)",
+                           choices=SCHEDULES)
+    grad_clip_norm: float | None = option(None, "clip the gradient norm to this value (null: no clipping)", gt=0.0)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
-        return dataclass_from_dict(cls, values, "training setting")
+        return dataclass_from_dict(cls, values, "training setting", "train")
 
 
 @dataclass
-class Prediction:
-    """One batch's evaluation output: ``logits`` decide accuracy; ``features`` are what fed the head;
-    ``views`` are extra named logits recorded alongside (e.g. each expert of an ensemble); ``task``
-    is the experience each sample was routed to, for methods that infer it (scored as task inference)."""
+class Phase:
+    """A named stretch of training inside an experience, with its own epochs, learning rate and optimizer."""
 
-    logits: torch.Tensor
-    features: torch.Tensor | None = None
-    views: dict[str, torch.Tensor] = field(default_factory=dict)
-    task: torch.Tensor | None = None
+    name: str
+    epochs: int
+    lr: float | None = None  # None: train.lr
+
+
+@dataclass
+class NoOptions:
+    """Options of a strategy that has none: any option given is an error."""
 
 
 class GlobalBatches:
@@ -144,33 +175,54 @@ class TensorBatches:
             yield [t[idx] for t in self.tensors]
 
 
-class CLStrategy(SupervisedTemplate):
-    """Base of every clpeft strategy.
+def fingerprint(params: list[nn.Parameter]) -> torch.Tensor:
+    """Per tensor (Σx, Σx², Σ x·position) in float64: moves when any element of any tensor moves."""
+    if not params:
+        return torch.zeros(0, dtype=torch.float64)
+    out = []
+    for p in params:
+        v = p.detach().reshape(-1).double()
+        pos = torch.arange(1, v.numel() + 1, device=v.device, dtype=torch.float64)
+        out.append(torch.stack([v.sum(), (v * v).sum(), (v * pos).sum()]))
+    return torch.stack(out).cpu()
 
-    ``trains``: ``"all"`` (every weight), ``"pet"`` (PET + head when a PET is injected, else all),
-    or ``"head"`` (head only). ``pet``: the :class:`clpeft.pet.PETController` injected into the
-    backbone, if any. ``options``: per-strategy settings from the scenario (checked by ``configure``).
-    """
+
+class CLStrategy(SupervisedTemplate):
+    """Base of every clpeft strategy (see the module docstring for the method API)."""
 
     name = "base"
     trains = "pet"
-    accepts_pet = True
+    trains_in = "every"
+    accepts_pet: bool | tuple = True
+    requires_pet = False
+    loss_scope: str | None = None
+    task_conditioned = False
+    #: Strategies whose whole state is captured by ``resume_state`` (Avalanche plugins' is not).
+    resumable = True
     #: Trains correctly under torchrun (``clpeft.distributed``): every piece of state outside the
     #: gradients is computed identically on every rank. Avalanche-plugin strategies are not.
     ddp_safe = True
+    Options = NoOptions
+    #: False: train from Avalanche's data loader even on in-memory streams (plugins that swap the loader)
+    tensor_batches = True
 
     def __init__(self, *, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
                  pet=None, plugins=None, evaluator=None, seed: int = 0, in_memory: bool = False,
-                 progress: bool = False, options: dict | None = None):
-        if pet is not None and not self.accepts_pet:
-            raise ClpeftError(f"strategy {self.name} does not train a PET module; drop --pet")
+                 progress: bool = False, options=None):
+        self.check_pet(pet.config.kind if pet is not None else None)
         self.settings = settings
         self.amp = amp
         self.pet = pet
         self.seed = seed
         self.in_memory = in_memory
         self.progress = progress
-        self.configure(**(options or {}))
+        self.options = options if is_config(options) else self.parse_options(options or {})
+        self.experience_index = -1
+        self.phase: Phase | None = None
+        self.epoch = 0
+        self.scheduler = None
+        self.training_log: list[dict] = []  # one entry per (experience, phase, epoch): mean loss and steps
+        self._phases: list[Phase] = []
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=settings.lr)
         super().__init__(
             model=model, optimizer=placeholder, criterion=nn.CrossEntropyLoss(),
@@ -179,12 +231,94 @@ class CLStrategy(SupervisedTemplate):
             evaluator=evaluator, eval_every=-1,
         )
         self._autocast_device = torch.device(device)
+        self.setup()
+        for plugin in reversed(self.avalanche_plugins()):
+            self.plugins.insert(0, plugin)
 
-    # ------------------------------------------------------------------ hooks for strategy files
-    def configure(self, **options) -> None:
-        """Take per-strategy options; the base has none, so any option is a user error."""
-        if options:
-            raise ClpeftError(f"strategy {self.name} has no option {sorted(options)[0]!r}; remove it from the scenario (or --option)")
+    # ================================================================== declarations checked up front
+    @classmethod
+    def parse_options(cls, values: dict):
+        """The strategy's typed options from a mapping (unknown keys, wrong types and bad ranges are errors)."""
+        from dataclasses import fields
+
+        if not isinstance(values, dict):
+            raise ClpeftError(f"options of strategy {cls.name} must be a mapping, got {type(values).__name__}")
+        known = sorted(f.name for f in fields(cls.Options))
+        unknown = sorted(set(map(str, values)) - set(known))
+        if unknown:
+            raise ClpeftError(f"strategy {cls.name} has no option {unknown[0]!r}; "
+                              + (f"its options: {', '.join(known)}" if known else "it takes none")
+                              + f" (see `clpeft list --options {cls.name}`)")
+        return dataclass_from_dict(cls.Options, values, f"option of strategy {cls.name}", "options")
+
+    @classmethod
+    def check_pet(cls, kind: str | None) -> None:
+        if kind is None:
+            if cls.requires_pet:
+                kinds = cls.accepts_pet if isinstance(cls.accepts_pet, tuple) else ("adapter", "lora")
+                raise ClpeftError(f"{cls.name} needs a PET module; pass --pet {' | '.join(kinds)}")
+            return
+        if cls.accepts_pet is False:
+            raise ClpeftError(f"strategy {cls.name} does not train a PET module; drop --pet")
+        if isinstance(cls.accepts_pet, tuple) and kind not in cls.accepts_pet:
+            raise ClpeftError(f"{cls.name} works with --pet {' | '.join(cls.accepts_pet)}, not {kind}")
+
+    @classmethod
+    def effective_loss_scope(cls, settings: TrainSettings) -> str:
+        return cls.loss_scope or settings.loss_scope
+
+    @classmethod
+    def training_experiences(cls, n_experiences: int) -> list[int]:
+        """Experiences in which the strategy takes gradient steps."""
+        return {"every": list(range(n_experiences)), "first": [0][:n_experiences], "none": []}[cls.trains_in]
+
+    @classmethod
+    def check_config(cls, options, settings: TrainSettings) -> None:
+        """Hook: refuse settings that make the method degenerate (raise ClpeftError naming the fix)."""
+
+    @classmethod
+    def check_run(cls, options, settings: TrainSettings, experience_sizes: list[int] | None) -> None:
+        """Everything known before any data or model is built: the method's own rules, then the base's.
+
+        A cross-entropy over one logit is identically zero, so an experience trained by gradient whose
+        loss covers a single class can learn nothing; 0 epochs leave the new head as it was drawn."""
+        cls.check_config(options, settings)
+        trained = cls.training_experiences(len(experience_sizes) if experience_sizes else 1)
+        if trained and settings.epochs == 0:
+            raise ClpeftError(f"{cls.name} learns by gradient steps but train.epochs is 0, so nothing would train; "
+                              "set train.epochs ≥ 1")
+        if not experience_sizes:
+            return
+        scope = cls.effective_loss_scope(settings)
+        seen = np.cumsum(experience_sizes).tolist()
+        for i in trained:
+            width = experience_sizes[i] if scope == "current" else seen[i]
+            if width < 2:
+                fix = ("use at least 2 classes per experience" if scope == "current" else
+                       "give the first experience at least 2 classes (stream.first_experience_classes: 2)")
+                raise ClpeftError(f"{cls.name} trains experience {i} on a cross-entropy over its {scope} classes, "
+                                  f"which is 1 class: the loss is identically 0 and nothing can learn; {fix}")
+
+    # ================================================================== hooks for strategy files
+    def setup(self) -> None:
+        """Once, before training: build what the method keeps (``self.options`` holds its settings)."""
+
+    def avalanche_plugins(self) -> list:
+        """Avalanche plugins the method runs on (e.g. EWC's); they run with the loop like user plugins."""
+        return []
+
+    def before_experience(self) -> None:
+        """Before the experience's data, head and optimizer are prepared (``experience_index`` is set)."""
+
+    def training_data(self, dataset):
+        """The data trained on in this experience (default: the experience's own)."""
+        return dataset
+
+    def phases(self) -> list[Phase]:
+        """The experience's training phases; an empty list means no gradient training."""
+        if self.experience_index not in self.training_experiences(self.experience_index + 1):
+            return []
+        return [Phase("train", self.settings.epochs)]
 
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         head = list(self.model.head.parameters())
@@ -194,29 +328,79 @@ class CLStrategy(SupervisedTemplate):
             return list(self.pet.parameters()) + head
         return list(self.model.parameters())
 
+    def optimizer_groups(self, params: list[nn.Parameter]) -> list[dict]:
+        """Parameter groups (e.g. a slower rate for the backbone); default one group at the phase's rate."""
+        return [{"params": params}]
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, phase: Phase):
+        """A learning-rate scheduler stepped after every epoch of ``phase`` (None: constant)."""
+        if self.settings.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
+        return None
+
+    def start_phase(self) -> None:
+        """Before the first epoch of ``self.phase`` (its optimizer and data are ready)."""
+
+    def end_phase(self) -> None:
+        """After the last epoch of ``self.phase``."""
+
+    def before_epoch(self) -> None:
+        """Before each epoch (``self.epoch`` counts from 0 within the phase)."""
+
+    def after_epoch(self) -> None:
+        """After each epoch (after the scheduler's step)."""
+
+    def training_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The training forward (under the run's autocast)."""
+        with self.autocast():
+            return self.model(x)
+
+    def training_loss(self, logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the loss scope's logits (unseen classes never enter the softmax)."""
+        start, end = self.loss_range()
+        return F.cross_entropy(logits[:, start:end].float(), y - start)
+
+    def after_backward(self) -> None:
+        """After the gradients exist, before the optimizer step (e.g. mask gradients)."""
+
+    def after_step(self) -> None:
+        """After each optimizer step (e.g. move an EMA copy)."""
+
+    def after_experience(self) -> None:
+        """After the experience's last phase (e.g. align heads, refresh a memory, fit a closed-form head)."""
+
     def predict(self, x: torch.Tensor) -> Prediction:
-        with autocast(self._autocast_device, self.amp):
+        with self.autocast():
             features = self.model.features(x)
             return Prediction(logits=self.model.head(features), features=features)
 
-    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.predict(x).logits
+    def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        raise ClpeftError(f"strategy {self.name} does not condition its model on the task id")
+
+    def summary(self) -> dict:
+        """Method-specific facts for the results file (e.g. mask overlaps); none by default."""
+        return {}
+
+    def report_metrics(self) -> dict[str, float]:
+        """Scalars the report shows in a per-method table, by name (e.g. ``{"mask overlap (last)": 0.3}``)."""
+        return {}
 
     # ------------------------------------------------------------------ resume (clpeft.checkpoint)
-    #: Strategies whose whole state is captured by ``resume_state`` (Avalanche plugins' is not).
-    resumable = True
-
     def resume_state(self) -> dict:
         """What to save after an experience besides the model's tensors: the model's *structure* (head
-        chunks, PET instances) and the Avalanche clock. Strategy files add their own fields."""
+        chunks, PET instances) and the loop's position. Strategy files add their own fields."""
         return {"head_chunks": [chunk.out_features for chunk in self.model.head.chunks],
                 "pet_instances": list(self.pet.names) if self.pet is not None else [],
                 "pet_active": self.pet.active if self.pet is not None else None,
-                "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)}}
+                "clock": {k: v for k, v in vars(self.clock).items() if isinstance(v, int)},
+                "training_log": list(self.training_log)}
+
+    def prepare_model_state(self, state: dict) -> None:
+        """Hook: create buffers the saved model state has and a fresh model lacks (e.g. cached masks)."""
 
     def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
         """Rebuild the saved structure, then load the model's tensors into it (``train_stream``: for
-        strategies that keep data of earlier experiences)."""
+        strategies that keep data of earlier experiences). Strategy files extend it for their fields."""
         if not self.resumable:
             raise ClpeftError(f"strategy {self.name} cannot resume (its state lives in Avalanche plugins); rerun it from the start")
         for size in state["head_chunks"][len(self.model.head.chunks):]:
@@ -228,46 +412,214 @@ class CLStrategy(SupervisedTemplate):
             for name in [n for n in self.pet.names if n not in state["pet_instances"]]:
                 self.pet.remove(name)
             self.pet.activate(state["pet_active"])
-        self._before_model_state_load(state)
-        self.model.load_state_dict(model_state)
+        self.prepare_model_state(state)
+        try:
+            self.model.load_state_dict(model_state)
+        except RuntimeError as exc:  # wrong shapes or keys: the checkpoint does not fit this run's model
+            first = str(exc).strip().splitlines()
+            detail = next((line.strip() for line in first[1:] if line.strip()), first[0] if first else "")
+            raise ClpeftError(f"the checkpoint's model state does not fit this run ({detail[:160]}); "
+                              "delete checkpoint.pt in the run directory to start over") from None
         for key, value in state["clock"].items():
             setattr(self.clock, key, value)
+        self.training_log = list(state.get("training_log", []))
+        self.experience_index = self.clock.train_exp_counter - 1
 
-    def _before_model_state_load(self, state: dict) -> None:
-        """Hook: create buffers the saved model state has and a fresh model lacks (e.g. cached masks)."""
+    # ================================================================== helpers for strategy files
+    def autocast(self):
+        """The run's mixed precision (bf16 autocast or nothing), for forwards a strategy writes itself."""
+        return autocast(self._autocast_device, self.amp)
 
-    def summary(self) -> dict:
-        """Method-specific facts to record in the results file (e.g. mask overlaps); none by default."""
-        return {}
+    @property
+    def current_classes(self) -> range:
+        classes = self.experience.classes_in_this_experience
+        return range(min(classes), max(classes) + 1)
 
-    #: True when the model itself changes with the task (a mask or expert per experience): task-IL
-    #: evaluation then calls ``predict_given_task`` with each sample's true experience.
-    task_conditioned = False
+    @property
+    def experience_dataset(self):
+        """The current experience's training data as the stream holds it (an Avalanche dataset)."""
+        return self.experience.dataset
 
-    def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        raise ClpeftError(f"strategy {self.name} does not condition its model on the task id")
+    @property
+    def experience_data(self):
+        """The current experience's training data with test-time transforms (no augmentation)."""
+        return self.experience.dataset.eval()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.dataloader)
+
+    def training_batches(self) -> Iterator:
+        """One pass over the experience's training batches, as an epoch draws them (advances the shuffle)."""
+        return iter(self.dataloader)
 
     def loss_range(self) -> tuple[int, int]:
         """Logit columns entering the loss: [0, seen) or the current experience's [start, end)."""
-        classes = self.experience.classes_in_this_experience
-        if self.settings.loss_scope == "current":
-            return min(classes), max(classes) + 1
+        if self.effective_loss_scope(self.settings) == "current":
+            return self.current_classes.start, self.current_classes.stop
         return 0, self.model.head.num_seen
 
-    # ------------------------------------------------------------------ Avalanche overrides
+    @torch.no_grad()
+    def extract_features(self, dataset, features=None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, labels) of ``dataset`` in order, model in eval mode (restored after); ``features(x)``
+        defaults to the model's head input."""
+        from torch.utils.data import DataLoader
+
+        was_training = self.model.training
+        self.model.eval()
+        features = features or self.model.features
+        feats, labels = [], []
+        for batch in DataLoader(dataset, batch_size=batch_size or self.settings.eval_batch_size, shuffle=False,
+                                num_workers=0):
+            with self.autocast():
+                feats.append(features(batch[0].to(self.device)).float())
+            labels.append(torch.as_tensor(batch[1]).to(self.device))
+        self.model.train(was_training)
+        return torch.cat(feats), torch.cat(labels).long()
+
+    # ================================================================== the loop on Avalanche's template
+    def _apply_trainable(self) -> None:
+        trainable = {id(p) for p in self.trainable_parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in trainable)
+
+    def _before_training_exp(self, **kwargs):
+        self.experience_index = self.clock.train_exp_counter
+        self.before_experience()
+        self._phases = list(self.phases())
+        self.phase = self._phases[0] if self._phases else None
+        super()._before_training_exp(**kwargs)
+
+    def train_dataset_adaptation(self, **kwargs):
+        self.adapted_dataset = self.training_data(self.experience.dataset).train()
+
+    def model_adaptation(self, model=None):
+        model = super().model_adaptation(model)
+        if self.is_training:
+            self._apply_trainable()
+        return model
+
+    def make_optimizer(self, **kwargs):
+        params = [p for p in self.trainable_parameters() if p.requires_grad]
+        s = self.settings
+        if not params or self.phase is None:
+            params = [nn.Parameter(torch.zeros(1, device=self.device))]  # nothing to train (closed-form methods)
+        lr = self.phase.lr if self.phase is not None and self.phase.lr is not None else s.lr
+        groups = self.optimizer_groups(params) if self.phase is not None else [{"params": params}]
+        if s.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
+        elif s.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=s.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=s.weight_decay)
+        self.optimized_param_id = {id(p) for p in params}  # tells Avalanche not to rebuild it again
+        self.scheduler = self.make_scheduler(self.optimizer, self.phase) if self.phase is not None else None
+
+    def _train_exp(self, experience, eval_streams=None, **kwargs):
+        for k, phase in enumerate(self._phases):
+            if k > 0:
+                self.phase = phase
+                self._apply_trainable()
+                self.make_optimizer()
+            self.train_epochs = phase.epochs
+            watched = [p for p in self.trainable_parameters() if p.requires_grad]
+            before = fingerprint(watched)
+            self._phase_loss_nonzero = False
+            self.start_phase()
+            for self.epoch in range(phase.epochs):
+                self._before_training_epoch(**kwargs)
+                if self._stop_training:  # Avalanche's early stopping
+                    self._stop_training = False
+                    break
+                self.training_epoch(**kwargs)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self._after_training_epoch(**kwargs)
+            self.end_phase()
+            if phase.epochs > 0:
+                self._check_learning(phase, watched, before)
+
+    def _check_learning(self, phase: Phase, watched: list, before: torch.Tensor) -> None:
+        """No silent no-op: a phase whose loss was exactly 0 throughout, or that moved no parameter, fails."""
+        where = f"experience {self.experience_index}" + (f" ({phase.name} phase)" if len(self._phases) > 1 else "")
+        if not self._phase_loss_nonzero:
+            raise ClpeftError(f"{self.name}: the training loss was exactly 0 at every step of {where}, so nothing "
+                              "learned (one class in the loss, or a loss that ignores the data); check the stream's "
+                              "classes per experience and train.loss_scope")
+        if not watched or torch.equal(before, fingerprint(watched)):
+            raise ClpeftError(f"{self.name}: no trainable parameter moved during {where}; check the learning rate "
+                              "(train.lr) and what the strategy trains")
+
+    def _before_training_epoch(self, **kwargs):
+        self.before_epoch()
+        super()._before_training_epoch(**kwargs)
+
+    def _after_training_epoch(self, **kwargs):
+        self.after_epoch()
+        super()._after_training_epoch(**kwargs)
+
+    def _after_backward(self, **kwargs):
+        self.after_backward()
+        super()._after_backward(**kwargs)
+
+    def _after_update(self, **kwargs):
+        self.after_step()
+        super()._after_update(**kwargs)
+
+    def _after_training_exp(self, **kwargs):
+        self.after_experience()
+        self.phase = None
+        super()._after_training_exp(**kwargs)
+
     def forward(self):
-        with autocast(self._autocast_device, self.amp):
+        if self.is_training:
+            return self.training_logits(self.mb_x)
+        with self.autocast():
             return self.model(self.mb_x)
 
+    def criterion(self):
+        if not self.is_training:
+            return F.cross_entropy(self.mb_output.float(), self.mb_y)
+        return self.training_loss(self.mb_output, self.mb_y, self.mb_x)
+
     def training_epoch(self, **kwargs):
-        self._loss_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        device = self.device
+        self._loss_finite = torch.ones((), dtype=torch.bool, device=device)
+        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self._loss_absmax = torch.zeros((), dtype=torch.float64, device=device)
+        self._first_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self._steps = 0
         super().training_epoch(**kwargs)
-        if not bool(self._loss_finite):  # checked once per epoch: no host sync per step
-            raise ClpeftError(f"the training loss became NaN or infinite in experience {self.clock.train_exp_counter} "
-                              f"(epoch {self.clock.train_exp_epochs}); lower the learning rate, or use --amp off")
+        total, first, absmax, finite = self._loss_sum, self._first_loss, self._loss_absmax, self._loss_finite.double()
+        if distributed.world_size() > 1:  # the global batch's loss: each rank summed its share-weighted loss
+            dist = torch.distributed
+            sums = torch.stack([total, first])
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            total, first = sums[0], sums[1]
+            dist.all_reduce(absmax, op=dist.ReduceOp.MAX)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        stats = torch.stack([total, first, absmax, finite]).cpu()  # one host sync per epoch, none per step
+        if not bool(stats[3]):
+            raise ClpeftError(f"the training loss became NaN or infinite in experience {self.experience_index} "
+                              f"(epoch {self.epoch}); lower the learning rate, or use --amp off")
+        steps = self._steps
+        if float(stats[2]) > 0:
+            self._phase_loss_nonzero = True
+        entry = {"experience": self.experience_index, "phase": self.phase.name, "epoch": self.epoch,
+                 "steps": steps, "loss": float(stats[0]) / steps if steps else math.nan}
+        if self.epoch == 0 and steps:  # where the phase started, for the divergence check
+            entry["first_step_loss"] = float(stats[1])
+        self.training_log.append(entry)
 
     def backward(self):
-        self._loss_finite &= torch.isfinite(self.loss.detach()).all()
+        loss = self.loss.detach().double().sum()
+        share = self._batches.share if distributed.world_size() > 1 else 1.0
+        self._loss_finite &= torch.isfinite(loss).all()
+        self._loss_sum += loss * share
+        self._loss_absmax = torch.maximum(self._loss_absmax, loss.abs())
+        if self._steps == 0:
+            self._first_loss = self._first_loss + loss * share
+        self._steps += 1
         if distributed.world_size() > 1:  # this rank's share of the global batch's mean loss
             (self.loss * self._batches.share).backward(retain_graph=self.retain_graph)
         else:
@@ -276,34 +628,10 @@ class CLStrategy(SupervisedTemplate):
     def optimizer_step(self):
         if distributed.world_size() > 1:
             distributed.sum_gradients([p for group in self.optimizer.param_groups for p in group["params"]])
+        if self.settings.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                           self.settings.grad_clip_norm)
         super().optimizer_step()
-
-    def criterion(self):
-        if not self.is_training:
-            return F.cross_entropy(self.mb_output.float(), self.mb_y)
-        start, end = self.loss_range()
-        return F.cross_entropy(self.mb_output[:, start:end].float(), self.mb_y - start)
-
-    def model_adaptation(self, model=None):
-        model = super().model_adaptation(model)
-        if self.is_training:
-            trainable = {id(p) for p in self.trainable_parameters()}
-            for p in self.model.parameters():
-                p.requires_grad_(id(p) in trainable)
-        return model
-
-    def make_optimizer(self, **kwargs):
-        params = [p for p in self.trainable_parameters() if p.requires_grad]
-        s = self.settings
-        if not params:
-            params = [nn.Parameter(torch.zeros(1, device=self.device))]  # nothing to train (e.g. prototypes)
-        if s.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-        elif s.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-        else:
-            self.optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-        self.optimized_param_id = {id(p) for p in params}  # tells Avalanche not to rebuild it again
 
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):
@@ -316,7 +644,7 @@ class CLStrategy(SupervisedTemplate):
                                                           num_workers=num_workers, pin_memory=bool(pin_memory))
             self._batches = batches
             return
-        if not self.in_memory:
+        if not self.in_memory or not self.tensor_batches:
             return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
                                                  persistent_workers=persistent_workers,
                                                  drop_last=self.settings.drop_last, **kwargs)

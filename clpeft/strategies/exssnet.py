@@ -22,25 +22,26 @@ w.r.t. the superposition weights), then predicts with that mask and head. ``infe
 decides once per test batch; it is an explicit option because on single-task batches it leaks the
 task identity.
 
-On purpose unlike the official code (``shared/specs/exssnet.md`` §6): no checkpoint selection on
-test data (the last epoch is kept), a cosine schedule per phase without the mis-signed plateau
+On purpose unlike the official code: no checkpoint selection on test data (the last epoch is kept), a cosine schedule per phase without the mis-signed plateau
 scheduler, KKT features under ``no_grad``, and a dense head chunk per experience instead of a masked
 classifier (it trains only in its own experience, so forgetting is unaffected).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from clpeft.errors import ClpeftError
+from clpeft.evaluation.prediction import Prediction
 from clpeft.models.heads import UNSEEN_LOGIT
-from clpeft.pet.layers import SupermaskLayer
-from clpeft.strategies.base import CLStrategy, Prediction, register
-from clpeft.utils.device import autocast
+from clpeft.pet.supermask import SupermaskLayer
+from clpeft.strategies.base import CLStrategy, Phase, register
+from clpeft.utils.typed import option
 
-KKT_MODES = (None, "best", "always", "all")
+KKT_MODES = ("best", "always", "all", None)
 TASK_INFERENCE = ("entropy", "oneshot")
 SCOPES = ("sample", "batch")
 
@@ -60,71 +61,64 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 @register("exssnet")
 class ExSSNeT(CLStrategy):
     trains = "pet"
+    accepts_pet = ("supermask",)  # one supermask per experience
+    requires_pet = True
+    loss_scope = "current"  # each experience's head chunk trains on its own classes
+    task_conditioned = True
     exclusive = True          # ExSSNeT: only weights no earlier mask uses are editable
     default_weight_phase = True
 
-    def configure(self, weight_epochs: int | None = None, mask_lr: float | None = None, weight_lr: float | None = None,
-                  kkt: str | None = None, kkt_k: int = 200, kkt_fraction: float = 0.2,
-                  task_inference: str = "entropy", inference_scope: str = "sample", schedule: str = "cosine",
-                  **options):
-        """``weight_epochs``: None = ``epochs`` (SupSup: 0); ``mask_lr``/``weight_lr``: None = ``lr`` (the
-        published commands run both phases at one rate); ``kkt_k``: neighbours (clamped to the kNN
-        train points); ``kkt_fraction``: share of the experience's training batches KKT looks at."""
-        super().configure(**options)
-        if self.pet is None or self.pet.config.kind != "supermask":
-            raise ClpeftError(f"{self.name} learns a supermask per experience; pass --pet supermask")
-        if weight_epochs is None:
-            weight_epochs = self.settings.epochs if self.default_weight_phase else 0
-        if not self.default_weight_phase and weight_epochs:
-            raise ClpeftError("supsup trains masks only; use ssnet or exssnet for a weight phase")
-        if weight_epochs < 0 or (mask_lr is not None and mask_lr <= 0) or (weight_lr is not None and weight_lr <= 0):
-            raise ClpeftError("weight_epochs must be ≥ 0 and mask_lr / weight_lr > 0")
-        if kkt not in KKT_MODES:
-            raise ClpeftError(f"unknown kkt mode {kkt!r}; use best, always, all or null")
-        if kkt_k < 1 or not 0 < kkt_fraction <= 1:
-            raise ClpeftError(f"kkt_k must be ≥ 1 and kkt_fraction in (0, 1] (got {kkt_k}, {kkt_fraction})")
-        if task_inference not in TASK_INFERENCE:
-            raise ClpeftError(f"unknown task_inference {task_inference!r}; use entropy or oneshot")
-        if inference_scope not in SCOPES:
-            raise ClpeftError(f"unknown inference_scope {inference_scope!r}; use sample or batch")
-        if schedule not in ("cosine", "constant"):
-            raise ClpeftError(f"unknown schedule {schedule!r}; use cosine or constant")
-        self.weight_epochs, self.kkt, self.kkt_k, self.kkt_fraction = weight_epochs, kkt, kkt_k, kkt_fraction
-        self.mask_lr, self.weight_lr = mask_lr or self.settings.lr, weight_lr or self.settings.lr
-        self.task_inference, self.inference_scope, self.schedule = task_inference, inference_scope, schedule
+    @dataclass
+    class Options:
+        weight_epochs: int | None = option(None, "epochs of the weight phase (null: train.epochs; supsup: 0)", ge=0)
+        mask_lr: float | None = option(None, "learning rate of the mask phase (null: train.lr)", gt=0.0)
+        weight_lr: float | None = option(None, "learning rate of the weight phase (null: train.lr)", gt=0.0)
+        kkt: str | None = option(None, "KKT initialisation of a new mask from earlier ones", choices=KKT_MODES)
+        kkt_k: int = option(200, "KKT's kNN neighbours (clamped to the kNN train points)", ge=1)
+        kkt_fraction: float = option(0.2, "share of the experience's training batches KKT looks at", gt=0.0, le=1.0)
+        task_inference: str = option("entropy", "how class-IL evaluation picks a sample's mask", choices=TASK_INFERENCE)
+        inference_scope: str = option("sample", "decide the task per sample, or once per test batch (leaks the task "
+                                                "on single-task batches)", choices=SCOPES)
+        schedule: str = option("cosine", "learning-rate schedule of each phase", choices=("cosine", "constant"))
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        if not cls.default_weight_phase and options.weight_epochs:
+            raise ClpeftError("supsup trains masks only; use ssnet or exssnet for a weight phase (drop options.weight_epochs)")
+
+    def setup(self):
+        o = self.options
+        if o.weight_epochs is None:
+            self.weight_epochs = self.settings.epochs if self.default_weight_phase else 0
+        else:
+            self.weight_epochs = o.weight_epochs
+        self.task_inference, self.inference_scope = o.task_inference, o.inference_scope
         self.layers = {n: layer for n, layer in self.pet.layers.items() if isinstance(layer, SupermaskLayer)}
         self.tasks: list[str] = []                 # PET instance (mask) of each learned experience, in order
         self.used: dict[str, torch.Tensor] = {}    # per layer: weights inside some finished task's mask
-        self.phase = "mask"
+        self.snapshot = None
         self.record = {"mask_overlap": [], "editable_fraction": [], "kkt": []}
 
-    # ------------------------------------------------------------------ what trains
+    # ------------------------------------------------------------------ what trains, in which phase
+    def phases(self) -> list[Phase]:
+        mask = Phase("mask", self.settings.epochs, lr=self.options.mask_lr)
+        if not self.weight_epochs:
+            return [mask]
+        return [mask, Phase("weights", self.weight_epochs, lr=self.options.weight_lr)]
+
     def trainable_parameters(self):
         head = list(self.model.head.chunks[-1].parameters()) if len(self.model.head.chunks) else []
-        if self.phase == "weights":
+        if self.phase is not None and self.phase.name == "weights":
             return [layer.base.weight for layer in self.layers.values()] + head
         return (self.pet.parameters(self.tasks[-1]) if self.tasks else []) + head
 
-    def loss_range(self) -> tuple[int, int]:
-        classes = self.experience.classes_in_this_experience
-        return min(classes), max(classes) + 1
-
-    def make_optimizer(self, **kwargs):
-        super().make_optimizer(**kwargs)
-        lr = self.weight_lr if self.phase == "weights" else self.mask_lr
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = lr
-        epochs = self.weight_epochs if self.phase == "weights" else self.settings.epochs
-        self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(epochs, 1))
-                          if self.schedule == "cosine" else None)
-
-    def _after_training_epoch(self, **kwargs):
-        if self.scheduler is not None:
-            self.scheduler.step()
-        super()._after_training_epoch(**kwargs)
+    def make_scheduler(self, optimizer, phase):
+        if self.options.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
+        return None
 
     # ------------------------------------------------------------------ one experience
-    def _before_training_exp(self, **kwargs):
+    def before_experience(self):
         t = len(self.tasks)
         if t == 0 and self.pet.names == ["default"]:
             self.pet.remove("default")  # the injected, never-trained instance: every task gets its own name
@@ -132,64 +126,60 @@ class ExSSNeT(CLStrategy):
         self.pet.add(name)
         self.pet.activate(name)
         self.tasks.append(name)
-        self.phase, self.train_epochs = "mask", self.settings.epochs
-        chunks_before = len(self.model.head.chunks)
-        super()._before_training_exp(**kwargs)
-        if len(self.model.head.chunks) != chunks_before + 1:
-            raise ClpeftError(f"{self.name} needs new classes in every experience (a class-incremental stream)")
-        if t > 0 and self.kkt:
-            self._kkt_init(t)
+        self.chunks_before = len(self.model.head.chunks)
 
-    def _train_exp(self, experience, eval_streams=None, **kwargs):
-        super()._train_exp(experience, eval_streams, **kwargs)  # mask phase
-        name = self.tasks[-1]
-        masks = {}
+    def start_phase(self):
+        if self.phase.name == "mask":
+            if len(self.model.head.chunks) != self.chunks_before + 1:
+                raise ClpeftError(f"{self.name} needs new classes in every experience (a class-incremental stream)")
+            t = len(self.tasks) - 1
+            if t > 0 and self.options.kkt:
+                self._kkt_init(t)
+        else:
+            self.snapshot = {n: layer.base.weight.detach().clone() for n, layer in self.layers.items()}
+
+    def end_phase(self):
+        if self.phase.name == "weights":
+            self.snapshot = None
+            return
+        name = self.tasks[-1]  # the mask phase is over: cache the mask and decide what the weight phase may edit
+        self.masks = {}
         for lname, layer in self.layers.items():
             layer.freeze(name)
-            masks[lname] = layer.instances[name].frozen
+            self.masks[lname] = layer.instances[name].frozen
         for p in self.pet.parameters(name):
             p.requires_grad_(False)
-        kept = sum(int(m.sum()) for m in masks.values())
-        shared = sum(int((m & self.used[n]).sum()) for n, m in masks.items() if n in self.used)
+        kept = sum(int(m.sum()) for m in self.masks.values())
+        shared = sum(int((m & self.used[n]).sum()) for n, m in self.masks.items() if n in self.used)
         self.record["mask_overlap"].append(shared / max(kept, 1))
         self.editable = {n: (m & ~self.used[n]) if (self.exclusive and n in self.used) else m.clone()
-                         for n, m in masks.items()}
+                         for n, m in self.masks.items()}
         editable = sum(int(e.sum()) for e in self.editable.values()) if self.weight_epochs else 0
-        self.record["editable_fraction"].append(editable / sum(m.numel() for m in masks.values()))
-        if self.weight_epochs:
-            self.phase, self.train_epochs = "weights", self.weight_epochs
-            trainable = {id(p) for p in self.trainable_parameters()}
-            for p in self.model.parameters():
-                p.requires_grad_(id(p) in trainable)
-            self.make_optimizer()
-            self.snapshot = {n: layer.base.weight.detach().clone() for n, layer in self.layers.items()}
-            super()._train_exp(experience, eval_streams, **kwargs)
-            self.snapshot = None
-        for n, m in masks.items():
-            self.used[n] = self.used[n] | m if n in self.used else m.clone()
-        self.phase = "mask"
+        self.record["editable_fraction"].append(editable / sum(m.numel() for m in self.masks.values()))
 
-    def _after_backward(self, **kwargs):
-        if self.phase == "weights":
+    def after_backward(self):
+        if self.phase.name == "weights":
             for n, layer in self.layers.items():
                 if layer.base.weight.grad is not None:
                     layer.base.weight.grad.mul_(self.editable[n])
-        super()._after_backward(**kwargs)
 
     @torch.no_grad()
-    def _after_update(self, **kwargs):
-        if self.phase == "weights":  # weight decay or momentum must not move protected weights either
+    def after_step(self):
+        if self.phase.name == "weights":  # weight decay or momentum must not move protected weights either
             for n, layer in self.layers.items():
                 layer.base.weight.copy_(torch.where(self.editable[n], layer.base.weight, self.snapshot[n]))
-        super()._after_update(**kwargs)
+
+    def after_experience(self):
+        for n, m in self.masks.items():
+            self.used[n] = self.used[n] | m if n in self.used else m.clone()
 
     # ------------------------------------------------------------------ KKT
     @torch.no_grad()
     def _kkt_init(self, t: int) -> None:
         """scores_t ← scores of the earlier mask(s) whose features best kNN-classify this experience."""
-        n_batches = math.ceil(self.kkt_fraction * len(self.dataloader)) + 1
+        n_batches = math.ceil(self.options.kkt_fraction * self.steps_per_epoch) + 1
         xs, ys = [], []
-        for i, batch in enumerate(self.dataloader):
+        for i, batch in enumerate(self.training_batches()):
             if i >= n_batches:
                 break
             xs.append(batch[0])
@@ -201,7 +191,7 @@ class ExSSNeT(CLStrategy):
             entry["skipped"] = f"{len(y)} samples are too few for kNN"
             self.record["kkt"].append(entry)
             return
-        k = min(self.kkt_k, n_train)
+        k = min(self.options.kkt_k, n_train)
         was_training = self.model.training
         self.model.eval()
         for name in self.tasks[:-1]:
@@ -210,10 +200,10 @@ class ExSSNeT(CLStrategy):
             entry["accuracies"].append(knn_accuracy(f[:n_train], y[:n_train], f[n_train:], y[n_train:], k))
         self.model.train(was_training)
         accs = torch.tensor(entry["accuracies"])
-        chance = 1.0 / len(self.experience.classes_in_this_experience)
-        if self.kkt == "all":
+        chance = 1.0 / len(self.current_classes)
+        if self.options.kkt == "all":
             sources = [i for i, a in enumerate(entry["accuracies"]) if a > chance]
-        elif self.kkt == "always" or float(accs.max()) > chance:
+        elif self.options.kkt == "always" or float(accs.max()) > chance:
             sources = [int(accs.argmax())]
         else:
             sources = []
@@ -235,7 +225,7 @@ class ExSSNeT(CLStrategy):
 
     def _under(self, x: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits restricted to the task's own classes, features) with the task's mask and BN."""
-        with self.pet.using(self.tasks[task]), autocast(self._autocast_device, self.amp):
+        with self.pet.using(self.tasks[task]), self.autocast():
             features = self.model.features(x)
             logits = self.model.head(features).float()
         a, b = self._ranges()[task]
@@ -249,7 +239,7 @@ class ExSSNeT(CLStrategy):
         seen = self.model.head.num_seen
         with torch.enable_grad():
             alphas = torch.full((x.shape[0], T), 1.0 / T, device=x.device, requires_grad=True)
-            with self.pet.mixing(self.tasks, alphas), autocast(self._autocast_device, self.amp):
+            with self.pet.mixing(self.tasks, alphas), self.autocast():
                 logits = self.model(x)[:, :seen]
             (grad,) = torch.autograd.grad(entropy(logits).sum(), alphas)
         return grad.T
@@ -284,15 +274,13 @@ class ExSSNeT(CLStrategy):
             features = torch.stack([o[1] for o in outs])[task, rows]
         return Prediction(logits=logits, features=features, task=task)
 
-    task_conditioned = True
-
     def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self._routed(x, task_ids)[0]
 
     def resume_state(self) -> dict:
         return {**super().resume_state(), "tasks": list(self.tasks), "used": dict(self.used), "record": self.record}
 
-    def _before_model_state_load(self, state: dict) -> None:
+    def prepare_model_state(self, state: dict) -> None:
         for name in state["tasks"]:  # finished tasks' masks are cached buffers in the saved state
             for layer in self.layers.values():
                 layer.freeze(name)
@@ -307,6 +295,10 @@ class ExSSNeT(CLStrategy):
     def summary(self) -> dict:
         return {"variant": self.name, "tasks": list(self.tasks), "task_inference": self.task_inference,
                 "inference_scope": self.inference_scope, **self.record}
+
+    def report_metrics(self) -> dict:
+        """Share of the last mask inside earlier masks: how much the tasks had to share."""
+        return {"mask overlap (last)": self.record["mask_overlap"][-1]} if self.record["mask_overlap"] else {}
 
 
 @register("ssnet")

@@ -7,17 +7,19 @@ runs with the similarity-weighted top-k increments of *its own* query, in one ba
 bank's sparse mixture). The official code retrieves once per batch, which leaks the task when test
 batches are single-task: here that is the labelled option ``retrieval: batch``. What differs from the
 base loop: the query forward, key fitting before each experience, retrieval in ``forward``/``predict``,
-and old slots and keys frozen after their experience. Notes: shared/specs/jare.md.
+and old slots and keys frozen after their experience.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from clpeft.errors import ClpeftError
-from clpeft.strategies.base import CLStrategy, Prediction, register
-from clpeft.utils.device import autocast
+from clpeft.evaluation.prediction import Prediction
+from clpeft.strategies.base import CLStrategy, register
+from clpeft.utils.typed import option
 
 RETRIEVALS = ("sample", "batch")
 TRAIN_SLOTS = ("current", "joint")
@@ -77,27 +79,26 @@ def fit_keys(queries: torch.Tensor, slots: int, groups: int, generator: torch.Ge
 
 @register("jare")
 class JARe(CLStrategy):
-    """Options: ``slots`` per experience (4), ``groups`` of the query (6), ``top_k`` mixed slots (4),
-    ``retrieval`` sample|batch, ``train_slots`` current|joint (joint: old frozen slots are retrievable
-    while training, SLM-BERT), key fitting ``key_epochs``/``key_lr``/``key_dropout``."""
+    """Each experience brings ``slots`` key sets and LoRA increments; a sample mixes its top-k by similarity."""
 
+    accepts_pet = ("lora",)  # the scenario places the increments on the attention output projections
+    requires_pet = True
     task_conditioned = True
 
-    def configure(self, slots: int = 4, groups: int = 6, top_k: int = 4, retrieval: str = "sample",
-                  train_slots: str = "current", key_epochs: int = 3, key_lr: float = 5e-4,
-                  key_dropout: float = 0.25, **options):
-        super().configure(**options)
-        if self.pet is None or self.pet.config.kind != "lora":
-            raise ClpeftError("jare mixes LoRA increments; pass --pet lora (the scenario places them on attn.proj)")
-        if retrieval not in RETRIEVALS:
-            raise ClpeftError(f"unknown retrieval {retrieval!r}; use sample (per sample) or batch (official, leaks the task)")
-        if train_slots not in TRAIN_SLOTS:
-            raise ClpeftError(f"unknown train_slots {train_slots!r}; use current or joint")
-        if slots < 1 or groups < 1 or top_k < 1 or key_epochs < 0 or not 0 <= key_dropout < 1:
-            raise ClpeftError("slots, groups, top_k must be ≥ 1, key_epochs ≥ 0 and key_dropout in [0, 1)")
-        self.slots, self.groups, self.top_k = slots, groups, top_k
-        self.retrieval, self.train_slots = retrieval, train_slots
-        self.key_epochs, self.key_lr, self.key_dropout = key_epochs, key_lr, key_dropout
+    @dataclass
+    class Options:
+        slots: int = option(4, "key sets and LoRA increments per experience", ge=1)
+        groups: int = option(6, "query groups of the grouped keys", ge=1)
+        top_k: int = option(4, "increments mixed per sample", ge=1)
+        retrieval: str = option("sample", "retrieve per sample, or once per batch (official; leaks the task on "
+                                          "single-task batches)", choices=RETRIEVALS)
+        train_slots: str = option("current", "while training retrieve from the current experience's slots, or from "
+                                             "all (old ones frozen; SLM-BERT)", choices=TRAIN_SLOTS)
+        key_epochs: int = option(3, "epochs of key fitting per experience", ge=0)
+        key_lr: float = option(5e-4, "learning rate of key fitting", gt=0.0)
+        key_dropout: float = option(0.25, "key dropout of the key loss", ge=0.0, lt=1.0)
+
+    def setup(self):
         self.keys: list[torch.Tensor] = []  # per experience [G, slots, d/G], frozen once fitted
         self.slot_names: list[list[str]] = []
 
@@ -107,7 +108,7 @@ class JARe(CLStrategy):
         """The frozen backbone's features with no increment: the retrieval query."""
         was_training = self.model.training
         self.model.eval()
-        with self.pet.using(None), autocast(self._autocast_device, self.amp):
+        with self.pet.using(None), self.autocast():
             q = self.model.features(x).float()
         self.model.train(was_training)
         return q
@@ -119,8 +120,8 @@ class JARe(CLStrategy):
     def _mixed(self, x: torch.Tensor, experiences: list[int]):
         """Features and logits under each sample's retrieved mixture, and each sample's top-1 experience."""
         names, keys = self._bank(experiences)
-        index, weights = retrieve(self.query(x), keys.to(x.device), self.top_k, self.retrieval == "sample")
-        with self.pet.mixing(names, weights, index=index), autocast(self._autocast_device, self.amp):
+        index, weights = retrieve(self.query(x), keys.to(x.device), self.options.top_k, self.options.retrieval == "sample")
+        with self.pet.mixing(names, weights, index=index), self.autocast():
             features = self.model.features(x)
             logits = self.model.head(features)
         owner = torch.tensor([e for e in experiences for _ in self.slot_names[e]], device=x.device)
@@ -136,34 +137,27 @@ class JARe(CLStrategy):
             for p in self.pet.parameters(name):
                 p.requires_grad_(False)
 
-    def _before_training_exp(self, **kwargs):
+    def before_experience(self):
         t = len(self.keys)
         if t == 0 and self.pet.names == ["default"]:
             self.pet.remove("default")  # slots are named per experience
-        queries = self._queries(self.experience.dataset.eval())
+        o = self.options
+        queries = self.extract_features(self.experience_data, features=self.query)[0].cpu()
         generator = torch.Generator().manual_seed(self.seed * 1000 + t)
-        self.keys.append(fit_keys(queries, self.slots, self.groups, generator, self.key_epochs, self.key_lr,
-                                  dropout=self.key_dropout))
-        names = [f"e{t}s{p}" for p in range(self.slots)]
+        self.keys.append(fit_keys(queries, o.slots, o.groups, generator, o.key_epochs, o.key_lr, dropout=o.key_dropout))
+        names = [f"e{t}s{p}" for p in range(o.slots)]
         for name in names:
             self.pet.add(name)
         self.slot_names.append(names)
         self.pet.activate(None)
-        super()._before_training_exp(**kwargs)
 
-    @torch.no_grad()
-    def _queries(self, dataset) -> torch.Tensor:
-        loader = DataLoader(dataset, batch_size=self.settings.eval_batch_size, shuffle=False, num_workers=0)
-        return torch.cat([self.query(batch[0].to(self.device)).cpu() for batch in loader])
-
-    def forward(self):
+    def training_logits(self, x):
         t = len(self.keys) - 1
-        experiences = list(range(t + 1)) if self.train_slots == "joint" else [t]
-        return self._mixed(self.mb_x, experiences)[1]
+        experiences = list(range(t + 1)) if self.options.train_slots == "joint" else [t]
+        return self._mixed(x, experiences)[1]
 
-    def _after_training_exp(self, **kwargs):
+    def after_experience(self):
         self._freeze(self.slot_names[-1])  # old slots never change again
-        super()._after_training_exp(**kwargs)
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: torch.Tensor) -> Prediction:
@@ -186,10 +180,11 @@ class JARe(CLStrategy):
     def summary(self) -> dict:
         per_slot = self.pet.num_parameters(self.slot_names[0][0]) if self.slot_names else 0
         key_numel = self.keys[0].numel() if self.keys else 0
-        return {"retrieval": self.retrieval, "train_slots": self.train_slots, "slots_per_experience": self.slots,
-                "groups": self.groups, "top_k": self.top_k, "bank_slots": sum(map(len, self.slot_names)),
+        o = self.options
+        return {"retrieval": o.retrieval, "train_slots": o.train_slots, "slots_per_experience": o.slots,
+                "groups": o.groups, "top_k": o.top_k, "bank_slots": sum(map(len, self.slot_names)),
                 "parameters_per_slot": per_slot, "key_values_per_experience": key_numel,
-                "bytes_per_experience": 4 * (per_slot * self.slots + key_numel)}
+                "bytes_per_experience": 4 * (per_slot * o.slots + key_numel)}
 
     def resume_state(self) -> dict:
         return {**super().resume_state(), "keys": list(self.keys), "slot_names": [list(n) for n in self.slot_names]}

@@ -9,20 +9,17 @@ from clpeft.strategies.base import CLStrategy, register
 class Joint(CLStrategy):
     trains = "pet"
 
-    def configure(self, **options):
-        super().configure(**options)
-        self._seen = None
+    def setup(self):
+        self.seen = None  # the data of every experience so far
 
-    def train_dataset_adaptation(self, **kwargs):
-        current = self.experience.dataset
-        self._seen = current if self._seen is None else self._seen.concat(current)
-        self.adapted_dataset = self._seen.train()
+    def training_data(self, dataset):
+        self.seen = dataset if self.seen is None else self.seen.concat(dataset)
+        return self.seen
 
     def resume_state(self) -> dict:
-        return {**super().resume_state(), "experiences_seen": self.clock.train_exp_counter}
+        return {**super().resume_state(), "experiences_seen": self.experience_index + 1}
 
     def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
         super().load_resume_state(state, model_state, train_stream)
         for experience in train_stream[:state["experiences_seen"]]:
-            current = experience.dataset
-            self._seen = current if self._seen is None else self._seen.concat(current)
+            self.training_data(experience.dataset)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from avalanche.training.storage_policy import ExemplarsBuffer
-from torch.utils.data import DataLoader
 
 from clpeft.errors import ClpeftError
 
@@ -76,32 +75,25 @@ class ExemplarMemory(ExemplarsBuffer):
                 self.picks[c] = (self.picks[c][0], self.picks[c][1][:m])
 
     @torch.no_grad()
-    def update(self, strategy, **kwargs):
-        """After an experience: shrink old classes to the new per-class quota, herd the new classes."""
-        dataset = strategy.experience.dataset.eval()  # test transforms: features without augmentation
-        feats, labels = features_of(strategy.model, dataset, strategy.device, self.batch_size)
+    def add_experience(self, strategy) -> None:
+        """After an experience: shrink old classes to the new per-class quota, herd the new classes on the
+        strategy's current features of the experience's data (test-time transforms)."""
+        feats, labels = strategy.extract_features(strategy.experience_data, batch_size=self.batch_size)
+        feats, labels = feats.cpu(), labels.cpu()
         new = sorted(set(labels.tolist()) - set(self.classes))
         m = self.per_class(len(self.classes) + len(new))
         self._shrink(m)
         for c in new:
             where = torch.nonzero(labels == c).flatten()
             picks = where[herding_order(feats[where], m)].tolist()
-            self.classes[c] = strategy.experience.dataset.train().subset(picks)
-            self.picks[c] = (int(strategy.experience.current_experience), picks)
+            self.classes[c] = strategy.experience_dataset.train().subset(picks)
+            self.picks[c] = (int(strategy.experience_index), picks)
+
+    def update(self, strategy, **kwargs):
+        """Avalanche's storage-policy entry point (e.g. inside ``ReplayPlugin``), for clpeft strategies."""
+        self.add_experience(strategy)
 
     def restore(self, picks: dict, train_stream) -> None:
         """Rebuild the memory from recorded picks (resuming a run): the same samples, no herding."""
         self.picks = {int(c): (int(e), list(idx)) for c, (e, idx) in picks.items()}
         self.classes = {c: train_stream[e].dataset.train().subset(idx) for c, (e, idx) in self.picks.items()}
-
-
-def features_of(model, dataset, device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) of a dataset in order, model in eval mode, restored afterwards."""
-    was_training = model.training
-    model.eval()
-    feats, labels = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        feats.append(model.features(batch[0].to(device)).float().cpu())
-        labels.append(torch.as_tensor(batch[1]))
-    model.train(was_training)
-    return torch.cat(feats), torch.cat(labels).long()

@@ -1,40 +1,39 @@
 """Prototype classifier on the frozen backbone (SimpleCIL-style): no training at all.
 
-After each experience the head's new rows become the mean feature of each new class, and
-classification is by cosine similarity to those prototypes. Old prototypes never change, so the
-only forgetting comes from classes that crowd each other in feature space.
+After each experience the head's new rows become the mean L2-normalised feature of each new class
+(training images, no augmentation), and classification is by cosine similarity to those prototypes.
+Old prototypes never change, so the only forgetting comes from classes that crowd each other in
+feature space.
 """
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 
 from clpeft.strategies.base import CLStrategy, register
+from clpeft.utils.typed import option
 
 
 @register("prototype")
 class Prototype(CLStrategy):
     trains = "head"
+    trains_in = "none"
     accepts_pet = False
 
-    def configure(self, temperature: float = 0.1, **options):
-        super().configure(**options)
-        self.temperature = temperature
+    @dataclass
+    class Options:
+        temperature: float = option(0.1, "cosine logits are divided by this", gt=0.0)
 
-    def _before_training_exp(self, **kwargs):
+    def before_experience(self):
         self.model.head.cosine = True
-        self.model.head.temperature = self.temperature
-        super()._before_training_exp(**kwargs)
+        self.model.head.temperature = self.options.temperature
 
     @torch.no_grad()
-    def _train_exp(self, experience, eval_streams=None, **kwargs):
-        """Replace the epochs by one feature pass: each new class's head row = its mean feature."""
-        self.model.eval()
-        start, end = min(experience.classes_in_this_experience), max(experience.classes_in_this_experience) + 1
-        dim = self.model.head.in_features
-        sums = torch.zeros(end - start, dim, device=self.device)
-        counts = torch.zeros(end - start, device=self.device)
-        for batch in self.dataloader:
-            x, y = batch[0].to(self.device), batch[1].to(self.device)
-            feats = torch.nn.functional.normalize(self.model.features(x).float(), dim=-1)
-            sums.index_add_(0, y - start, feats)
-            counts.index_add_(0, y - start, torch.ones_like(y, dtype=counts.dtype))
-        chunk = self.model.head.chunks[-1]
-        chunk.weight.copy_(sums / counts.clamp_min(1).unsqueeze(1))
+    def after_experience(self):
+        """Each new class's head row = its mean normalised feature."""
+        start, end = self.current_classes.start, self.current_classes.stop
+        features, labels = self.extract_features(self.experience_data)
+        features = F.normalize(features, dim=-1)
+        sums = torch.zeros(end - start, features.shape[1], device=features.device).index_add_(0, labels - start, features)
+        counts = torch.bincount(labels - start, minlength=end - start).clamp_min(1).to(sums.dtype)
+        self.model.head.chunks[-1].weight.copy_(sums / counts.unsqueeze(1))

@@ -8,19 +8,21 @@
 
 With ``--pet`` only the PET and the head train (the teacher is the model with its PET as it was);
 without, the whole network trains (ResNet-32 from scratch, as PyCIL). ``align: false`` is the
-ablation that shows what the aligning step buys. Settings: ``shared/specs/wa.md``.
+ablation that shows what the aligning step buys. PyCIL's CIFAR-100 settings are in the
+``wa_cifar100_*`` scenarios.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from clpeft.errors import ClpeftError
 from clpeft.models.heads import align_new_class_norms
-from clpeft.strategies.base import CLStrategy, register
+from clpeft.strategies.base import CLStrategy, Phase, register
 from clpeft.strategies.memory import ExemplarMemory
+from clpeft.utils.typed import option
 
 
 def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -33,19 +35,22 @@ def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 class WeightAligning(CLStrategy):
     trains = "pet"
 
-    def configure(self, memory_size: int | None = 2000, memory_per_class: int | None = None, temperature: float = 2.0,
-                  align: bool = True, first_epochs: int | None = None, first_weight_decay: float | None = None,
-                  milestones: list | None = None, first_milestones: list | None = None, lr_decay: float = 0.1,
-                  **options):
-        """``first_*``: settings of experience 0 when they differ (PyCIL: 200 epochs, wd 5e-4, milestones
-        [60, 120, 170]; later: 170 epochs, wd 2e-4, [60, 100, 140]); ``milestones``: MultiStepLR epochs."""
-        super().configure(**options)
-        if temperature <= 0:
-            raise ClpeftError(f"temperature must be > 0, got {temperature}")
-        self.memory = ExemplarMemory(memory_size, memory_per_class, batch_size=self.settings.eval_batch_size)
-        self.temperature, self.align = temperature, align
-        self.first_epochs, self.first_weight_decay = first_epochs, first_weight_decay
-        self.milestones, self.first_milestones, self.lr_decay = milestones, first_milestones, lr_decay
+    @dataclass
+    class Options:
+        memory_size: int | None = option(2000, "exemplars in total (re-cut per class as classes arrive)", ge=1)
+        memory_per_class: int | None = option(None, "exemplars per class (instead of memory_size)", ge=1)
+        temperature: float = option(2.0, "distillation temperature", gt=0.0)
+        align: bool = option(True, "align the new head rows' norms after each experience (false: the ablation)")
+        first_epochs: int | None = option(None, "epochs of experience 0 when they differ (PyCIL: 200)", ge=1)
+        first_weight_decay: float | None = option(None, "weight decay of experience 0 when it differs", ge=0.0)
+        milestones: list[int] | None = option(None, "MultiStepLR epochs (PyCIL later experiences: 60, 100, 140)")
+        first_milestones: list[int] | None = option(None, "MultiStepLR epochs of experience 0 (PyCIL: 60, 120, 170)")
+        lr_decay: float = option(0.1, "MultiStepLR factor", gt=0.0)
+
+    def setup(self):
+        o = self.options
+        memory_size = None if o.memory_per_class is not None else o.memory_size
+        self.memory = ExemplarMemory(memory_size, o.memory_per_class, batch_size=self.settings.eval_batch_size)
         self.teacher = None
         self.n_old = 0
         self.gammas: list[float] = []
@@ -55,51 +60,50 @@ class WeightAligning(CLStrategy):
         return self.teacher is None
 
     # ------------------------------------------------------------------ data and schedule
-    def train_dataset_adaptation(self, **kwargs):
-        super().train_dataset_adaptation(**kwargs)
-        if len(self.memory):
-            self.adapted_dataset = self.adapted_dataset.concat(self.memory.buffer.train())
+    def training_data(self, dataset):
+        return dataset.concat(self.memory.buffer) if len(self.memory) else dataset
 
-    def _before_training_exp(self, **kwargs):
+    def before_experience(self):
         self.n_old = self.model.head.num_seen
-        self.train_epochs = self.first_epochs if (self.is_first and self.first_epochs) else self.settings.epochs
-        super()._before_training_exp(**kwargs)
 
-    def make_optimizer(self, **kwargs):
-        super().make_optimizer(**kwargs)
-        if self.is_first and self.first_weight_decay is not None:
-            for group in self.optimizer.param_groups:
-                group["weight_decay"] = self.first_weight_decay
-        milestones = (self.first_milestones if self.is_first and self.first_milestones else self.milestones) or []
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=self.lr_decay)
+    def phases(self) -> list[Phase]:
+        first = self.options.first_epochs if self.is_first and self.options.first_epochs else None
+        return [Phase("train", first or self.settings.epochs)]
 
-    def _after_training_epoch(self, **kwargs):
-        self.scheduler.step()
-        super()._after_training_epoch(**kwargs)
+    def optimizer_groups(self, params):
+        if self.is_first and self.options.first_weight_decay is not None:
+            return [{"params": params, "weight_decay": self.options.first_weight_decay}]
+        return [{"params": params}]
+
+    def make_scheduler(self, optimizer, phase):
+        o = self.options
+        milestones = (o.first_milestones if self.is_first and o.first_milestones else o.milestones) or []
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=o.lr_decay)
 
     # ------------------------------------------------------------------ loss
-    def criterion(self):
-        if not self.is_training:
-            return super().criterion()
+    def training_loss(self, logits, y, x):
         seen = self.model.head.num_seen
-        logits = self.mb_output[:, :seen].float()
-        ce = F.cross_entropy(logits, self.mb_y)
+        logits = logits[:, :seen].float()
+        ce = F.cross_entropy(logits, y)
         if self.teacher is None or self.n_old == 0:
             return ce
         with torch.no_grad():
-            teacher = self.teacher(self.mb_x)[:, :self.n_old]
+            teacher = self.teacher(x)[:, :self.n_old]
         lam = self.n_old / seen
-        return (1 - lam) * ce + lam * kd_loss(logits[:, :self.n_old], teacher, self.temperature)
+        return (1 - lam) * ce + lam * kd_loss(logits[:, :self.n_old], teacher, self.options.temperature)
 
     # ------------------------------------------------------------------ after an experience
-    def _after_training_exp(self, **kwargs):
-        if self.align and self.n_old > 0:
+    def after_experience(self):
+        if self.options.align and self.n_old > 0:
             self.gammas.append(align_new_class_norms(self.model.head, self.n_old))
-        self.memory.update(self)
+        self.memory.add_experience(self)
+        self.freeze_teacher()
+
+    def freeze_teacher(self) -> None:
+        """The model as it is now, frozen: the next experience's distillation target."""
         self.teacher = copy.deepcopy(self.model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        super()._after_training_exp(**kwargs)
 
     def summary(self) -> dict:
         """γ of each aligning step (old mean norm / new mean norm) and the exemplars kept per class."""
@@ -113,6 +117,4 @@ class WeightAligning(CLStrategy):
         self.gammas = list(state["gammas"])
         self.memory.restore(state["memory"], train_stream)
         if state["head_chunks"]:  # the teacher is the model as it was at the end of the last experience
-            self.teacher = copy.deepcopy(self.model).eval()
-            for p in self.teacher.parameters():
-                p.requires_grad_(False)
+            self.freeze_teacher()

@@ -201,12 +201,19 @@ def load_cifar100(root: str | Path | None = None, download: bool = False, image_
     if root is None:
         raise ClpeftError("cifar100 needs a data root; set stream.root in the scenario or pass --data-root DIR")
     folder = Path(root) / "cifar-100-python"
+    layout = f"--data-root DIR where DIR/cifar-100-python/ holds train, test and meta (torchvision's layout)"
     if not folder.exists():
         if not download:
-            raise ClpeftError(f"CIFAR-100 not found in {folder}; set stream.download: true (needs internet) or copy it there")
+            raise ClpeftError(f"CIFAR-100 not found in {folder}; pass {layout}, or set stream.download: true (needs internet)")
+        if not Path(root).is_dir():  # never create directories outside the run directory on a guess
+            raise ClpeftError(f"data root {root} does not exist; create it to download CIFAR-100 there, or pass {layout}")
         from torchvision.datasets import CIFAR100
 
-        CIFAR100(str(root), train=True, download=True)
+        try:
+            CIFAR100(str(root), train=True, download=True)
+        except Exception as exc:  # noqa: BLE001 - offline machines fail with URLError, DNS errors, timeouts...
+            raise ClpeftError(f"could not download CIFAR-100 into {root} ({type(exc).__name__}); "
+                              f"offline, copy it there and pass {layout}") from None
 
     def read(split: str, train: bool) -> TensorImageDataset:
         path = folder / split
@@ -266,7 +273,8 @@ def load_imagenet_r(root: str | Path | None = None, image_size: int = 224, **_):
         raise ClpeftError("imagenet_r needs a data root; set stream.root or pass --data-root DIR")
     base = Path(root) / "imagenet-r"
     if not base.is_dir():
-        raise ClpeftError(f"ImageNet-R not found in {base}; download imagenet-r.tar and extract it under {root}")
+        raise ClpeftError(f"ImageNet-R not found in {base}; extract imagenet-r.tar so that {base}/<wnid>/*.jpg exist, "
+                          "and pass that parent as --data-root")
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
     class_to_idx = {c: i for i, c in enumerate(classes)}
     splits = []
@@ -374,14 +382,47 @@ def load_fortunes(root: str | Path | None = None, classes: int = 10, **_) -> tup
     return train, test, InputSpec(channels=1, size=TEXT_BYTES, modality="text")
 
 
-DATASETS: dict[str, Callable] = {
-    "fortunes": load_fortunes,
-    "digits": load_digits,
-    "mnist5k": load_mnist5k,
-    "fashion_mnist": load_fashion_mnist,
-    "cifar100": load_cifar100,
-    "imagenet_r": load_imagenet_r,
-    "cub200": load_cub200,
-    "image_folder": load_image_folder,
-}
-OFFLINE_DATASETS = ("digits", "mnist5k", "fashion_mnist", "fortunes")
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered data set: ``loader(root=, download=, image_size=, augmentation=)`` → (train, test, InputSpec);
+    ``num_classes`` when known without loading (lets a run's stream be checked before anything is built)."""
+
+    loader: Callable
+    num_classes: int | None = None
+    offline: bool = False
+    description: str = ""
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(name: str, num_classes: int | None = None, offline: bool = False, description: str = ""):
+    """Decorator registering a loader under ``name`` (for plugins: ``clpeft run --import my_data.py``)."""
+
+    def wrap(loader: Callable) -> Callable:
+        if name in DATASETS and DATASETS[name].loader is not loader:
+            raise ClpeftError(f"data set {name!r} is registered twice; rename one")
+        DATASETS[name] = DatasetSpec(loader, num_classes, offline, description or (loader.__doc__ or "").split("\n")[0])
+        return loader
+
+    return wrap
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    from clpeft.plugins import load_entry_points
+
+    if name not in DATASETS:
+        load_entry_points("clpeft.datasets")
+    if name not in DATASETS:
+        raise ClpeftError(f"unknown stream dataset {name!r}; choose one of {', '.join(sorted(DATASETS))} "
+                          "(see `clpeft list`; a data set of your own: --import FILE)")
+    return DATASETS[name]
+
+
+for _name, _loader, _classes, _offline in [
+    ("fortunes", load_fortunes, 10, True), ("digits", load_digits, 10, True), ("mnist5k", load_mnist5k, 10, True),
+    ("fashion_mnist", load_fashion_mnist, 10, True), ("cifar100", load_cifar100, 100, False),
+    ("imagenet_r", load_imagenet_r, 200, False), ("cub200", load_cub200, 200, False),
+    ("image_folder", load_image_folder, None, False),
+]:
+    register_dataset(_name, _classes, _offline)(_loader)

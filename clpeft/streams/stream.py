@@ -16,31 +16,39 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from clpeft.errors import ClpeftError
-from clpeft.streams.datasets import DATASETS, InputSpec
+from clpeft.streams.datasets import InputSpec, dataset_spec
+from clpeft.utils.typed import Settings, option
 
 EVAL_ORDERS = ("iid", "class_grouped", "dirichlet")
 
 
 @dataclass
-class StreamConfig:
-    """A named data set cut into experiences.
+class StreamConfig(Settings):
+    """A named data set cut into experiences."""
 
-    ``first_experience_classes``: k for a Bk-IncN stream (None = B0, equal experiences).
-    ``class_order_seed``: seed of the class permutation (None = natural order 0..C-1).
-    ``task_incremental``: experiences carry task labels (task-IL view).
-    """
+    section = "stream"
 
-    dataset: str = "digits"
-    n_experiences: int = 5
-    first_experience_classes: int | None = None
-    class_order_seed: int | None = 0
-    task_incremental: bool = False
-    root: str | None = None
-    download: bool = False
-    image_size: int = 224
-    eval_order: str = "iid"
-    dirichlet_alpha: float = 0.1
-    augmentation: str = "resized_crop"  # or "cifar" (PyCIL's 32-px pipeline); online image sets only
+    dataset: str = option("digits", "registered data set (see `clpeft list`)")
+    n_experiences: int = option(5, "experiences in the stream", ge=1)
+    first_experience_classes: int | None = option(None, "k for a Bk-IncN stream (null: B0, equal experiences)", ge=1)
+    class_order_seed: int | str | None = option("seed", "seed of the class permutation: an integer, `seed` (the "
+                                                        "run's seed) or null (natural order 0..C-1)")
+    class_order: list[int] | None = option(None, "explicit class order (a permutation of the data set's classes)")
+    task_incremental: bool = option(False, "experiences carry task labels (task-IL view)")
+    root: str | None = option(None, "folder holding the data set (online data sets)")
+    download: bool = option(False, "download the data set into root when it is missing (needs internet)")
+    image_size: int = option(224, "side of the images the data set yields (online image sets)", ge=1)
+    eval_order: str = option("iid", "order of test batches", choices=EVAL_ORDERS)
+    dirichlet_alpha: float = option(0.1, "concentration of dirichlet test batches", gt=0.0)
+    augmentation: str = option("resized_crop", "training augmentation of online image sets (cifar: PyCIL's 32-px pipeline)",
+                               choices=("resized_crop", "cifar"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.class_order_seed, str) and self.class_order_seed != "seed":
+            raise ClpeftError(f"stream.class_order_seed must be an integer, `seed` or null, got {self.class_order_seed!r}")
+        if self.class_order is not None and self.class_order_seed not in ("seed", None):
+            raise ClpeftError("give stream.class_order or stream.class_order_seed, not both")
 
 
 def eval_permutation(labels: torch.Tensor, batch_size: int, order: str, seed: int, alpha: float = 0.1) -> torch.Tensor:
@@ -81,6 +89,13 @@ def class_order(num_classes: int, seed: int | None) -> list[int]:
     if seed is None:
         return list(range(num_classes))
     return np.random.RandomState(seed).permutation(num_classes).tolist()
+
+
+def check_class_order(order: list[int], num_classes: int) -> None:
+    if sorted(order) != list(range(num_classes)):
+        raise ClpeftError(f"stream.class_order must list each of the {num_classes} classes 0..{num_classes - 1} exactly "
+                          f"once; got {len(order)} entries" + ("" if len(order) != num_classes else " with repeats or "
+                                                                "out-of-range ids"))
 
 
 def experience_sizes(num_classes: int, n_experiences: int, first: int | None) -> list[int]:
@@ -180,19 +195,22 @@ def materialize(dataset: Dataset, batch_size: int = 1024) -> tuple[torch.Tensor,
     return torch.cat(xs), torch.cat(ys).long()
 
 
-def make_stream(config: StreamConfig) -> ContinualStream:
-    """Build the stream; every failure is a ClpeftError naming the fix."""
-    if config.dataset not in DATASETS:
-        raise ClpeftError(f"unknown stream dataset {config.dataset!r}; choose one of {', '.join(sorted(DATASETS))} (see `clpeft list`)")
+def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
+    """Build the stream (``seed``: the run's, for ``class_order_seed: seed``); every failure is a ClpeftError."""
+    spec = dataset_spec(config.dataset)
     if config.eval_order not in EVAL_ORDERS:
         raise ClpeftError(f"unknown eval_order {config.eval_order!r}; use one of {', '.join(EVAL_ORDERS)}")
     from avalanche.benchmarks import nc_benchmark
 
-    train, test, spec = DATASETS[config.dataset](root=config.root, download=config.download, image_size=config.image_size,
-                                                 augmentation=config.augmentation)
+    train, test, input_spec = spec.loader(root=config.root, download=config.download, image_size=config.image_size,
+                                          augmentation=config.augmentation)
     num_classes = len(set(train.targets))
     sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
-    order = class_order(num_classes, config.class_order_seed)
+    if config.class_order is not None:
+        check_class_order(config.class_order, num_classes)
+        order = list(config.class_order)
+    else:
+        order = class_order(num_classes, seed if config.class_order_seed == "seed" else config.class_order_seed)
     per_exp = {0: sizes[0]} if config.first_experience_classes is not None else None
     benchmark = nc_benchmark(
         train, test,
@@ -206,6 +224,33 @@ def make_stream(config: StreamConfig) -> ContinualStream:
     bounds = np.concatenate([[0], np.cumsum(sizes)]).tolist()
     ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
     return ContinualStream(
-        name=config.dataset, benchmark=benchmark, input_spec=spec, class_ranges=ranges,
+        name=config.dataset, benchmark=benchmark, input_spec=input_spec, class_ranges=ranges,
         original_class_order=order, config=config, in_memory=bool(getattr(train, "in_memory", False)),
     )
+
+
+def stream_from_benchmark(benchmark, name: str, input_spec: InputSpec, config: StreamConfig | None = None) -> ContinualStream:
+    """An Avalanche benchmark built elsewhere, checked so that its accuracy matrix means what clpeft's does.
+
+    Needs: as many test experiences as training ones; class ids contiguous from 0 and in experience order
+    (experience ``e`` holds classes [start_e, end_e), as ``class_ids_from_zero_from_first_exp`` gives);
+    each test experience holding exactly its training experience's classes."""
+    train_stream, test_stream = list(benchmark.train_stream), list(benchmark.test_stream)
+    if not train_stream or len(train_stream) != len(test_stream):
+        raise ClpeftError(f"the benchmark has {len(train_stream)} training and {len(test_stream)} test experiences; "
+                          "clpeft needs one test experience per training experience")
+    ranges, start = [], 0
+    for i, (tr, te) in enumerate(zip(train_stream, test_stream)):
+        classes = sorted(int(c) for c in tr.classes_in_this_experience)
+        if classes != list(range(start, start + len(classes))):
+            raise ClpeftError(f"training experience {i} holds classes {classes[:6]}…, expected a contiguous range from "
+                              f"{start}; build the benchmark with class_ids_from_zero_from_first_exp=True")
+        test_classes = sorted(int(c) for c in te.classes_in_this_experience)
+        if test_classes != classes:
+            raise ClpeftError(f"test experience {i} holds classes {test_classes[:6]}…, its training experience "
+                              f"{classes[:6]}…; the test stream must mirror the training stream")
+        ranges.append((start, start + len(classes)))
+        start += len(classes)
+    config = config or StreamConfig(dataset=name, n_experiences=len(ranges))
+    return ContinualStream(name=name, benchmark=benchmark, input_spec=input_spec, class_ranges=ranges,
+                           original_class_order=list(range(start)), config=config, in_memory=False)

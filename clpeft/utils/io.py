@@ -1,11 +1,15 @@
 """Atomic writes: a crash never leaves a half-written file that looks valid."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
+
+from clpeft.errors import ClpeftError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -35,3 +39,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+@contextmanager
+def writing(path: str | os.PathLike, what: str):
+    """Turn an OS error while writing ``what`` (a full disk, a read-only mount) into a one-line error."""
+    try:
+        yield
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        fix = "free disk space" if exc.errno == errno.ENOSPC else "make it writable"
+        raise ClpeftError(f"could not write {what} to {path} ({reason}); {fix}, then continue with --resume") from None

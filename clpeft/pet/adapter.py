@@ -1,0 +1,123 @@
+"""Adapter: a bottleneck ``s·up(GELU(down(x)))`` beside or after a stock module."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clpeft.errors import ClpeftError
+from clpeft.pet.config import PETConfig, PETKind, register_pet
+from clpeft.pet.families import io_features, per_block
+from clpeft.pet.layers import PETLayer, Scaler
+from clpeft.utils.typed import option
+
+#: where an adapter sits, per family and position: the module (inside a block) it runs beside
+PLACES = {"vit": {"attn": "attn", "mlp": "mlp"}, "bert": {"attn": "attention", "mlp": "output"}, "cnn": {"block": ""}}
+
+
+@dataclass
+class AdapterConfig(PETConfig):
+    """Bottleneck adapter ``s·up(GELU(down(x)))``, up-projection zero-initialised.
+
+    ``bottleneck``: hidden width h. ``position``: the sub-layer it runs beside — ``attn`` or
+    ``mlp`` (ViT/BERT), ``block`` (CNN blocks); None = ``attn`` on transformers, ``block`` on CNNs.
+    ``mode``: ``parallel`` (added to the wrapped module's output, fed its input) or ``sequential``
+    (applied to its output, residually); None = parallel on transformers, sequential on CNNs.
+    ``scale``: None = learnable scalar initialised to 1 (LAE), a float = fixed.
+    """
+
+    bottleneck: int = option(5, "hidden width h", ge=1)
+    position: str | None = option(None, "attn | mlp (transformers) or block (CNN); null: the family's first")
+    mode: str | None = option(None, "parallel | sequential; null: parallel on transformers, sequential on CNNs",
+                              choices=("parallel", "sequential", None))
+    scale: float | None = option(None, "output scale; null: learnable scalar initialised to 1")
+
+
+class AdapterModule(nn.Module):
+    """``s · up(GELU(down(x)))`` on the last dimension; up is zero so the output starts at 0."""
+
+    def __init__(self, d_in: int, d_out: int, bottleneck: int, scale: float | None):
+        super().__init__()
+        self.down = nn.Linear(d_in, bottleneck)
+        self.up = nn.Linear(bottleneck, d_out)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.scale = Scaler(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale() * self.up(F.gelu(self.down(x)))
+
+
+def adapter_mixture(instances: list[AdapterModule], weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Σ_k w[b,k] · adapter_k(x_b) for every sample b, batched over instances."""
+    wd = torch.stack([m.down.weight for m in instances])             # [K, h, D]
+    bd = torch.stack([m.down.bias for m in instances])               # [K, h]
+    wu = torch.stack([m.up.weight for m in instances])               # [K, O, h]
+    bu = torch.stack([m.up.bias for m in instances])                 # [K, O]
+    s = torch.stack([m.scale() for m in instances]).to(x.dtype)      # [K]
+    b = x.shape[0]
+    flat = x.reshape(b, -1, x.shape[-1])                             # [B, M, D]
+    hidden = F.gelu(torch.einsum("bmd,khd->bkmh", flat, wd.to(x.dtype)) + bd.to(x.dtype)[None, :, None, :])
+    coef = weights.to(x.dtype) * s                                   # [B, K]
+    out = torch.einsum("bkmh,koh,bk->bmo", hidden, wu.to(x.dtype), coef) + (coef @ bu.to(x.dtype))[:, None, :]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class AdapterLayer(PETLayer):
+    """Adapter beside (``parallel``: fed the module's input) or after (``sequential``) a module.
+
+    Works on token inputs [B, N, D] and on feature maps [B, C, H, W] (adapting channels). A
+    module returning a tuple (HF attention) gets the delta on its first element.
+    """
+
+    def __init__(self, base, routing, d_in: int, d_out: int, bottleneck: int, scale, mode: str):
+        super().__init__(base, routing)
+        self.d_in, self.d_out, self.bottleneck, self.scale_value, self.mode = d_in, d_out, bottleneck, scale, mode
+
+    def new_instance(self):
+        d_in = self.d_out if self.mode == "sequential" else self.d_in
+        return AdapterModule(d_in, self.d_out, self.bottleneck, self.scale_value)
+
+    def delta(self, x: torch.Tensor, how) -> torch.Tensor:
+        channels_first = x.dim() == 4
+        if channels_first:
+            x = x.permute(0, 2, 3, 1)
+        kind, obj = how
+        out = obj(x) if kind == "single" else adapter_mixture(obj[0], obj[1], x)
+        return out.permute(0, 3, 1, 2) if channels_first else out
+
+    def forward(self, x, *args, **kwargs):
+        out = self.base(x, *args, **kwargs)
+        how = self.route()
+        if how is None:
+            return out
+        main = out[0] if isinstance(out, tuple) else out
+        feed = x if self.mode == "parallel" else main
+        main = main + self.delta(feed, how)
+        return (main, *out[1:]) if isinstance(out, tuple) else main
+
+
+def targets(model, fam: str, config: AdapterConfig) -> list[str]:
+    if fam not in PLACES:
+        return per_block(model, fam, config.blocks, {}, "adapter")
+    position = config.position or next(iter(PLACES[fam]))
+    if position not in PLACES[fam]:
+        raise ClpeftError(f"adapter position {position!r} is not available on {fam}; use one of {', '.join(PLACES[fam])}")
+    return per_block(model, fam, config.blocks, {fam: [PLACES[fam][position]]}, "adapter")
+
+
+def build(model, name: str, module, config: AdapterConfig, routing, fam: str) -> AdapterLayer:
+    d_in, d_out = io_features(module)
+    mode = config.mode or ("sequential" if fam == "cnn" else "parallel")
+    if mode == "parallel" and fam == "cnn" and d_in != d_out:
+        raise ClpeftError(f"{name} changes width {d_in}→{d_out}; a parallel adapter cannot sit beside it, use mode: sequential")
+    return AdapterLayer(module, routing, d_in, d_out, config.bottleneck, config.scale, mode)
+
+
+KIND = register_pet(PETKind("adapter", AdapterConfig, targets, build, "bottleneck adapter beside attention/MLP (or after CNN blocks)"))
