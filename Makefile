@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -29,31 +29,34 @@ fashion-mnist:
 pretrain: setup fashion-mnist
 	$(VENV)/bin/clpeft pretrain --epochs 6 --seed 0
 
-# The committed baseline table in reports/baselines (3 seeds x 4 baselines x 2 offline streams).
-baselines: setup
-	$(PY) examples/baselines.py --out runs/baselines --report reports/baselines
+# The committed tables in reports/ (3 seeds each, CPU): one sweep file per table in examples/sweeps.
+SWEEP := $(VENV)/bin/clpeft sweep --engine local
 
-# Method tables in reports/ (3 seeds each, CPU).
+baselines: setup
+	$(SWEEP) examples/sweeps/baselines.yaml
+
 lae: setup
-	$(PY) examples/lae_table.py
+	$(SWEEP) examples/sweeps/lae.yaml
 
 lame: setup
-	$(PY) examples/lame_table.py
+	$(SWEEP) examples/sweeps/lame.yaml
 
 wa: setup
-	$(PY) examples/wa_table.py
+	$(SWEEP) examples/sweeps/wa.yaml
 
 exssnet: setup
-	$(PY) examples/exssnet_table.py
+	$(SWEEP) examples/sweeps/exssnet.yaml
 
 jare: setup
-	$(PY) examples/jare_table.py
-	$(PY) examples/jare_table.py --scenario fortunes_b0_inc2 --out runs/jare_text --report reports/jare_text --variants 2
+	$(SWEEP) examples/sweeps/jare.yaml
+
+jare-text: setup
+	$(SWEEP) examples/sweeps/jare_text.yaml
 
 # On a GPU machine: the digits table on cuda, fp32 and bf16 (reports/gpu), and the CUDA tests.
 gpu: setup
 	$(PY) -m pytest tests/test_cuda.py
-	$(PY) examples/gpu_table.py
+	$(VENV)/bin/clpeft sweep examples/sweeps/gpu.yaml
 
 bench: setup
 	$(PY) benchmarks/overhead.py

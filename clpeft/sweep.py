@@ -12,6 +12,8 @@ Sweep file layout (``grid`` or ``include`` is required, the rest optional)::
       train.lr: [0.001, 0.0005]       # dotted keys override train., model., stream., options., pet. or tta.
     include:                          # extra runs, each a point like one of the grid's
       - {strategy: joint, pet: none}
+    grids:                            # more grids, each expanded like `grid` (e.g. extras on one scenario)
+      - {strategy: [lae], options.align_heads: [true], seed: [0, 1, 2]}
     fixed: {train: {epochs: 1}}       # overrides every run (sections as the dotted keys)
     device: cpu
     amp: off
@@ -41,8 +43,8 @@ from clpeft.config import OVERRIDE_SECTIONS, RunConfig, load_scenario, read_yaml
 from clpeft.errors import ClpeftError
 from clpeft.utils.io import atomic_write_json
 
-SWEEP_KEYS = {"name", "description", "imports", "scenario", "grid", "include", "fixed", "device", "amp", "resources",
-              "out", "report", "tta"}
+SWEEP_KEYS = {"name", "description", "imports", "scenario", "grid", "grids", "include", "fixed", "device", "amp",
+              "resources", "out", "report", "tta"}
 POINT_KEYS = {"scenario", "strategy", "pet", "seed", "tta", "amp", "backbone"}
 ENGINES = ("ray", "local")
 FAILED = rundir.FAILED
@@ -82,19 +84,27 @@ def _point_overrides(point: dict, where: str) -> tuple[dict, dict]:
     return named, overrides
 
 
-def expand_points(spec: dict) -> list[dict]:
-    """The grid's combinations (in the file's key order), then the ``include`` points."""
-    grid = spec.get("grid") or {}
+def _grid_points(grid, where: str) -> list[dict]:
     if not isinstance(grid, dict):
-        raise ClpeftError("sweep `grid:` must map keys to lists of values, e.g. seed: [0, 1, 2]")
+        raise ClpeftError(f"sweep `{where}` must map keys to lists of values, e.g. seed: [0, 1, 2]")
     keys = list(grid)
     values = []
     for key in keys:
         v = grid[key]
-        values.append(v if isinstance(v, list) else [v])
         if isinstance(v, list) and not v:
             raise ClpeftError(f"sweep grid key {key!r} has an empty list; give at least one value")
-    points = [dict(zip(keys, combo)) for combo in itertools.product(*values)] if keys else []
+        values.append(v if isinstance(v, list) else [v])
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)] if keys else []
+
+
+def expand_points(spec: dict) -> list[dict]:
+    """The grid's combinations (in the file's key order), then each of ``grids``, then the ``include`` points."""
+    points = _grid_points(spec.get("grid") or {}, "grid:")
+    grids = spec.get("grids") or []
+    if not isinstance(grids, list):
+        raise ClpeftError("sweep `grids:` must be a list of grids, e.g. - {strategy: [lae], seed: [0, 1]}")
+    for grid in grids:
+        points += _grid_points(grid, "grids:")
     include = spec.get("include") or []
     if not isinstance(include, list) or not all(isinstance(p, dict) for p in include):
         raise ClpeftError("sweep `include:` must be a list of mappings, e.g. - {strategy: joint}")
@@ -123,7 +133,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
     import_plugins(imports)
     points = expand_points(spec)
     if not points:
-        raise ClpeftError(f"{path} defines no runs; add a `grid:` (e.g. seed: [0, 1]) or `include:`")
+        raise ClpeftError(f"{path} defines no runs; add a `grid:` (e.g. seed: [0, 1]), `grids:` or `include:`")
     name = str(spec.get("name") or path.stem)
     fixed = spec.get("fixed") or {}
     if not isinstance(fixed, dict) or not all(isinstance(v, dict) for v in fixed.values()):

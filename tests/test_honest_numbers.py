@@ -1,0 +1,199 @@
+"""No silent wrong number: regressions for what was once averaged, lost or reported as fine.
+
+1. a report never averages runs that differ in a setting as if they were seeds;
+2. (``test_bad_inputs``) resuming into another configuration's results is refused;
+3. single-class experiences: every strategy either trains parameters that move or is refused;
+4. (``test_lae``) an LAE warm-up that takes every epoch is refused;
+5. a run that could not learn is marked ``diverged`` in results, sweep status and report;
+6. (``test_bad_inputs``) a second run into a directory in use fails at once; here, Ctrl-C says how to go on.
+"""
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clpeft.cli import main
+from clpeft.config import resolve
+from clpeft.errors import ClpeftError
+from clpeft.reports.report import aggregate, build_report
+from clpeft.reports.results import assess_health, chance_threshold
+from clpeft.run import run
+from clpeft.strategies import STRATEGIES
+from clpeft.sweep import load_sweep, run_sweep
+
+ROOT = Path(__file__).resolve().parent.parent
+LENET = {"backbone": "lenet", "pretrained": False}
+
+
+@pytest.fixture
+def lenet_scenario(fast_scenario):
+    fast_scenario["model"] = dict(LENET)
+    fast_scenario["train"].update(lr=0.01, epochs=1)
+    return fast_scenario
+
+
+def write(tmp_path, scenario, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(scenario))
+    return path
+
+
+def test_report_keeps_runs_with_different_settings_apart_and_counts_distinct_seeds(tmp_path, lenet_scenario):
+    path = write(tmp_path, lenet_scenario)
+    for seed, epochs in [(0, 1), (0, 2), (1, 1)]:
+        assert main(["run", str(path), "--seed", str(seed), "--epochs", str(epochs), "--quiet",
+                     "--out", str(tmp_path / "runs" / f"e{epochs}s{seed}")]) == 0
+    for lr in (0.01, 0.02):  # a sweep over train.lr: two settings, never one row
+        assert main(["run", str(path), "--seed", "0", "--set", f"train.lr={lr}", "--set", "train.epochs=2", "--quiet",
+                     "--out", str(tmp_path / "runs" / f"lr{lr}")]) == 0
+    import shutil
+
+    shutil.copytree(tmp_path / "runs" / "e1s0", tmp_path / "runs" / "copy_of_e1s0")  # the same run twice
+    from clpeft.reports.report import load_runs
+
+    rows = aggregate(load_runs([tmp_path / "runs"]).results)
+    labels = {row.label: row for row in rows}
+    assert set(labels) == {"finetune [train.epochs=1, train.lr=0.01]", "finetune [train.epochs=2, train.lr=0.01]",
+                           "finetune [train.epochs=2, train.lr=0.02]"}
+    one_epoch = labels["finetune [train.epochs=1, train.lr=0.01]"]
+    assert sorted(one_epoch.seeds) == [0, 1] and len(one_epoch.duplicates) == 1  # counted once, listed apart
+    two_epochs = labels["finetune [train.epochs=2, train.lr=0.01]"]  # --epochs 2 and --set train.epochs=2: one setting
+    assert two_epochs.seeds == [0] and len(two_epochs.duplicates) == 1
+    build_report([tmp_path / "runs"], tmp_path / "report")
+    text = (tmp_path / "report" / "index.md").read_text()
+    assert "| finetune [train.epochs=1, train.lr=0.01] | 2 |" in text
+    assert "Settings that differ between rows:" in text and "| method | train.epochs | train.lr |" in text
+    assert "Duplicate runs of a seed already counted" in text and text.count("/results.json |") == 2
+    csv_rows = (tmp_path / "report" / "runs.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + 6 and "train.lr" in csv_rows[0] and "final_accuracy" in csv_rows[0]
+
+
+def test_an_unreadable_results_file_is_listed_and_blocks_nothing(tmp_path, lenet_scenario):
+    path = write(tmp_path, lenet_scenario)
+    assert main(["run", str(path), "--quiet", "--out", str(tmp_path / "runs" / "good")]) == 0
+    (tmp_path / "runs" / "broken").mkdir()
+    (tmp_path / "runs" / "broken" / "results.json").write_text('{"run_id": ')
+    (tmp_path / "runs" / "good" / "runtime.json").write_text("not json")  # damaged wall times: the run still counts
+    assert main(["report", str(tmp_path / "runs"), "-o", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "index.md").read_text()
+    assert "Unreadable results (1, not in the tables above)" in text and "broken/results.json" in text
+    assert "| finetune | 1 |" in text
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_ten_by_one_stream_is_refused_or_learns_for_every_strategy(name, lenet_scenario):
+    """10 experiences of one class: a cross-entropy over one class is identically 0 — refused, or (methods
+    that learn without gradients) run; a B2-Inc1 stream runs every strategy whose loss sees ≥ 2 classes."""
+    lenet_scenario["stream"] = {"dataset": "digits", "n_experiences": 10}
+    cls = STRATEGIES[name]
+    pet = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask"}.get(name)
+    lenet_scenario["train"]["epochs"] = 2  # LAE's warm-up leaves it one epoch
+    if cls.training_experiences(10):
+        with pytest.raises(ClpeftError, match="the loss is identically 0 and nothing can learn"):
+            resolve(lenet_scenario, strategy=name, pet=pet)
+    else:
+        result = run(resolve(lenet_scenario, strategy=name, pet=pet))
+        assert result["metrics"]["final_accuracy"] > chance_threshold(10, sum(result["test_samples"]))
+    lenet_scenario["stream"]["first_experience_classes"] = 2
+    lenet_scenario["stream"]["n_experiences"] = 9
+    if cls.training_experiences(9) and cls.loss_scope == "current":
+        with pytest.raises(ClpeftError, match="use at least 2 classes per experience"):
+            resolve(lenet_scenario, strategy=name, pet=pet)
+    else:
+        resolve(lenet_scenario, strategy=name, pet=pet)  # accepted: exp 0 has 2 classes, later ones ≥ 3 seen
+
+
+def test_b2_inc1_trains_and_every_phase_moves_its_parameters(lenet_scenario):
+    lenet_scenario["stream"] = {"dataset": "digits", "n_experiences": 9, "first_experience_classes": 2}
+    lenet_scenario["train"]["epochs"] = 2
+    result = run(resolve(lenet_scenario, strategy="joint"))
+    assert len(result["accuracy_matrix"]) == 9 and result["health"]["status"] == "ok", result["health"]
+    assert {e["experience"] for e in result["training"]} == set(range(9))
+
+
+def test_a_phase_that_moves_nothing_fails_the_run(lenet_scenario, monkeypatch):
+    from clpeft.strategies.finetune import Finetune
+
+    monkeypatch.setattr(Finetune, "optimizer_groups", lambda self, params: [{"params": params, "lr": 0.0}])
+    with pytest.raises(ClpeftError, match="no trainable parameter moved during experience 0"):
+        run(resolve(lenet_scenario, strategy="finetune"))
+
+
+def test_a_loss_that_is_zero_everywhere_fails_the_run(lenet_scenario, monkeypatch):
+    from clpeft.strategies.finetune import Finetune
+
+    monkeypatch.setattr(Finetune, "training_loss", lambda self, logits, y, x: 0.0 * logits.sum())
+    with pytest.raises(ClpeftError, match="the training loss was exactly 0 at every step of experience 0"):
+        run(resolve(lenet_scenario, strategy="finetune"))
+
+
+def test_health_verdicts():
+    fine = [{"experience": 0, "phase": "train", "epoch": 0, "steps": 9, "loss": 0.9, "first_step_loss": 2.3}]
+    assert assess_health(0.8, 10, 360, fine) == {"status": "ok", "reasons": []}
+    at_chance = assess_health(0.11, 10, 360, fine)
+    assert at_chance["status"] == "diverged" and "is at chance" in at_chance["reasons"][0]
+    rising = fine + [{"experience": 1, "phase": "train", "epoch": 0, "steps": 9, "loss": 30.0, "first_step_loss": 2.0}]
+    verdict = assess_health(0.8, 10, 360, rising)
+    assert verdict["status"] == "diverged" and "rose from 2 to 30 in experience 1" in verdict["reasons"][0]
+
+
+def test_a_run_that_cannot_learn_is_marked_diverged_in_results_sweep_and_report(tmp_path, lenet_scenario):
+    path = write(tmp_path, lenet_scenario)
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"scenario": str(path), "out": str(tmp_path / "sweep"),
+                                          "grid": {"train.lr": [1e-9, 0.01]}}))
+    summary = run_sweep(load_sweep(sweep_file), engine="local", log=lambda line: None)
+    assert (summary["diverged"], summary["done"], summary["failed"]) == (1, 1, 0)
+    bad = next(r for r in summary["records"] if r["status"] == "diverged")
+    assert "is at chance" in bad["reasons"][0]
+    results = json.loads((Path(bad["out"]) / "results.json").read_text())
+    assert results["health"]["status"] == "diverged"
+    assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["diverged"] == 1
+    report = (tmp_path / "sweep" / "report" / "index.md").read_text()
+    assert "⚠ 1/1 diverged" in report and "Runs that did not learn (1" in report
+    again = run_sweep(load_sweep(sweep_file), engine="local", log=lambda line: None)
+    assert again["skipped"] == 2 and any(r.get("diverged") for r in again["records"])
+
+
+SLOW = """
+import time
+from clpeft.strategies import register
+from clpeft.strategies.finetune import Finetune
+
+@register("slow_finetune")
+class SlowFinetune(Finetune):
+    def after_epoch(self):
+        time.sleep(0.2)
+"""
+
+
+def test_ctrl_c_says_how_far_the_run_got_and_how_to_continue(tmp_path, lenet_scenario, capsys):
+    """Ctrl-C (here: an interrupt of the main thread once experience 0 is checkpointed) exits 130 with one line."""
+    import _thread
+    import threading
+
+    plugin = tmp_path / "slow.py"
+    plugin.write_text(SLOW)
+    lenet_scenario["train"]["epochs"] = 5
+    path = write(tmp_path, lenet_scenario)
+    out = tmp_path / "run"
+
+    def interrupt_after_the_first_checkpoint():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (out / "checkpoint.pt").exists():
+            time.sleep(0.01)
+        _thread.interrupt_main()
+
+    watcher = threading.Thread(target=interrupt_after_the_first_checkpoint, daemon=True)
+    watcher.start()
+    code = main(["run", str(path), "--import", str(plugin), "--strategy", "slow_finetune", "--quiet", "--out", str(out)])
+    watcher.join()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and len(err) == 1, err
+    assert err[0].startswith("clpeft: interrupted after experience 0") and f"--resume --out {out}" in err[0]
+    assert not (out / "results.json").exists() and (out / "checkpoint.pt").exists()
+    assert main(["run", str(path), "--import", str(plugin), "--strategy", "slow_finetune", "--quiet", "--out", str(out),
+                 "--resume"]) == 0
+    assert (out / "results.json").exists()
