@@ -192,10 +192,13 @@ def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, 
     from clpeft.run import run
     from clpeft.strategies.base import get_strategy
 
+    from clpeft.plugins import import_plugins
+
     out_dir = Path(out_dir)
     record = {"run_id": config.run_id, "out": str(out_dir)}
     start = time.perf_counter()
     try:
+        import_plugins(config.imports)  # a Ray worker is a fresh process: the run's plugins register here
         if rundir.plan(out_dir, config.run_id, resume=True) == "complete":
             diverged = rundir_health(out_dir) == "diverged"
             return {**record, "status": "skipped", **({"diverged": True} if diverged else {})}

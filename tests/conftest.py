@@ -18,3 +18,32 @@ def fast_scenario():
     import copy
 
     return copy.deepcopy(FAST_SCENARIO)
+
+
+TOY_PLUGIN = """
+import torch
+from clpeft.models import BackboneSpec, register_backbone
+from clpeft.streams import InputSpec, TensorImageDataset, register_dataset
+
+@register_dataset("toy_blobs", num_classes=4, offline=True)
+def load(**_):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat_interleave(30)
+    x = torch.randn(120, 1, 8, 8, generator=g) * 0.3 + y.view(-1, 1, 1, 1).float()
+    return TensorImageDataset(x[::2], y[::2].tolist()), TensorImageDataset(x[1::2], y[1::2].tolist()), InputSpec(1, 8)
+
+register_backbone("toy_vit", BackboneSpec(timm_name="vit_tiny_patch16_224", input_size=8, in_chans=1, mean=(0.5,),
+                  std=(0.5,), weights=None, kwargs=dict(img_size=8, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                                                       in_chans=1)))
+"""
+TOY_SCENARIO = {"name": "toy", "stream": {"dataset": "toy_blobs", "n_experiences": 2},
+                "model": {"backbone": "toy_vit", "pretrained": False}, "pets": {"adapter": {"blocks": [0, 1]}},
+                "train": {"epochs": 3, "lr": 0.01, "batch_size": 16}}
+
+
+@pytest.fixture
+def toy_plugin(tmp_path):
+    """A user's data set (toy_blobs, 4 classes of 8x8 blobs) and backbone (toy_vit) in a plugin file."""
+    path = tmp_path / "toy.py"
+    path.write_text(TOY_PLUGIN)
+    return path

@@ -55,7 +55,7 @@ def test_every_strategy_declares_typed_options_that_parse_with_defaults(name, cl
 
 def test_catalog_lists_exactly_the_registered_built_ins():
     """`clpeft list` reads the catalog without importing torch; it must agree with the registries."""
-    from clpeft.models.backbones import BACKBONES
+    from clpeft.models.backbones import BUILTIN_BACKBONES
     from clpeft.models.text import TEXT_BACKBONES
     from clpeft.pet import PET_KINDS
     from clpeft.streams.datasets import DATASETS
@@ -66,7 +66,7 @@ def test_catalog_lists_exactly_the_registered_built_ins():
     assert {n: s.num_classes for n, s in DATASETS.items() if n in catalog.DATASETS} == \
         {n: c for n, (_, c, _) in catalog.DATASETS.items()}
     assert set(PET_KINDS) == set(catalog.PET_KINDS)
-    assert set(BACKBONES) | set(TEXT_BACKBONES) == set(catalog.BACKBONES)
+    assert set(BUILTIN_BACKBONES) | set(TEXT_BACKBONES) == set(catalog.BACKBONES)
 
 
 def test_list_options_prints_types_defaults_and_docs(capsys):
@@ -115,33 +115,17 @@ def test_a_strategy_from_a_file_runs_in_a_sweep_and_is_refused_without_its_impor
         load_sweep(path)
 
 
-def test_a_data_set_and_a_backbone_from_a_plugin(tmp_path, capsys):
-    plugin = tmp_path / "toy.py"
-    plugin.write_text('''
-import torch
-from clpeft.models import BackboneSpec, register_backbone
-from clpeft.streams import InputSpec, TensorImageDataset, register_dataset
+def test_a_data_set_and_a_backbone_from_a_plugin(tmp_path, capsys, toy_plugin):
+    from conftest import TOY_SCENARIO
 
-@register_dataset("toy_blobs", num_classes=4, offline=True)
-def load(**_):
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(4).repeat_interleave(30)
-    x = torch.randn(120, 1, 8, 8, generator=g) * 0.3 + y.view(-1, 1, 1, 1).float()
-    return TensorImageDataset(x[::2], y[::2].tolist()), TensorImageDataset(x[1::2], y[1::2].tolist()), InputSpec(1, 8)
-
-register_backbone("toy_vit", BackboneSpec(timm_name="vit_tiny_patch16_224", input_size=8, in_chans=1, mean=(0.5,),
-                  std=(0.5,), weights=None, kwargs=dict(img_size=8, patch_size=4, embed_dim=32, depth=2, num_heads=2)))
-''')
     scenario = tmp_path / "toy.yaml"
-    scenario.write_text(yaml.safe_dump({"imports": ["toy.py"], "stream": {"dataset": "toy_blobs", "n_experiences": 2},
-                                        "model": {"backbone": "toy_vit", "pretrained": False},
-                                        "pets": {"adapter": {"blocks": [0, 1]}},
-                                        "train": {"epochs": 2, "lr": 0.01, "batch_size": 16}}))
+    scenario.write_text(yaml.safe_dump({**TOY_SCENARIO, "imports": ["toy.py"]}))  # relative to the scenario file
     assert main(["run", str(scenario), "--strategy", "finetune", "--pet", "adapter", "--quiet",
                  "--out", str(tmp_path / "out")]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["stream"]["num_classes"] == 4 and results["config"]["imports"] == [str(plugin)]
-    assert main(["list", "--import", str(plugin)]) == 0
+    assert results["stream"]["num_classes"] == 4 and results["config"]["imports"] == [str(toy_plugin)]
+    assert results["health"]["status"] == "ok"
+    assert main(["list", "--import", str(toy_plugin)]) == 0
     out = capsys.readouterr().out
     assert "toy_blobs (offline)" in out and "toy_vit" in out
 

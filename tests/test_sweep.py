@@ -100,14 +100,20 @@ def test_relaunched_sweep_after_a_kill_runs_only_unfinished_runs(tmp_path, scena
         assert (sweep.out / run_id / "results.json").stat().st_mtime_ns == mtime
 
 
-def test_ray_engine_runs_each_run_once_as_a_task_and_matches_in_process(tmp_path, scenario_path):
+def test_ray_engine_runs_each_run_once_as_a_task_and_matches_in_process(tmp_path, toy_plugin):
+    """A user's strategy, data set and backbone (plugin files) in Ray workers, which import them themselves."""
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'clpeft[ray]'")
-    path = write_sweep(tmp_path, scenario_path, grid={"strategy": ["finetune", "prototype"], "train.lr": [0.001, 1e30]},
-                       fixed={"train": {"optimizer": "sgd"}})
+    from conftest import TOY_SCENARIO
+
+    scenario = tmp_path / "toy.yaml"
+    scenario.write_text(yaml.safe_dump({**TOY_SCENARIO, "imports": [str(toy_plugin)]}))
+    plugin = ROOT / "examples" / "plugins" / "l2_anchor.py"
+    path = write_sweep(tmp_path, scenario, grid={"strategy": ["l2_anchor", "prototype"], "train.lr": [0.05, 1e30]},
+                       fixed={"train": {"optimizer": "sgd"}}, imports=[str(plugin)])
     sweep = load_sweep(path)
     summary = run_sweep(sweep, engine="ray", workers=2, log=lambda line: None)
     assert summary["engine"] == "ray" and summary["runs"] == 4
-    assert summary["failed"] == 1  # finetune at 1e30; the prototype never takes a gradient step
+    assert summary["failed"] == 1  # l2_anchor at 1e30; the prototype never takes a gradient step
     again = run_sweep(sweep, engine="ray", workers=2, log=lambda line: None)
     assert (again["skipped"], again["failed"]) == (3, 1)  # finished runs are skipped, the failed one retried
     local = load_sweep(path, out=tmp_path / "local")

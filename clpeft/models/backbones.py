@@ -66,6 +66,9 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+BUILTIN_BACKBONES = frozenset(BACKBONES)  # what ships; plugins add to BACKBONES
+
+
 def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
