@@ -1,4 +1,4 @@
-# Quick start: `make demo` (venv + install + offline demo run + report), `make test` (the test suite).
+# Quick start: `make demo` (venv + install + the methods offline on digits + report), `make test` (the test suite).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
@@ -16,7 +16,7 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup
-	$(PY) examples/demo.py --out runs/demo
+	$(VENV)/bin/clpeft sweep examples/sweeps/demo.yaml --engine local
 
 # Optional offline image stream from Debian (needs apt; the demo and the tests do not need it).
 fashion-mnist:
@@ -66,6 +66,7 @@ bench: setup
 	$(PY) benchmarks/exssnet_cost.py
 	$(PY) benchmarks/jare_cost.py
 	$(PY) benchmarks/sweep_scaling.py
+	$(PY) benchmarks/cli_latency.py
 
 clean:
 	rm -rf runs

@@ -45,6 +45,13 @@ def imports_of(args) -> list[str]:
     return imports
 
 
+def log_names(args) -> list[str] | None:
+    """``--log csv,tensorboard,wandb`` (None: the scenario's ``loggers:``)."""
+    if not args.log:
+        return None
+    return [name for value in args.log for name in value.split(",")]
+
+
 def run_overrides(args) -> tuple[dict, dict]:
     """(named fields, section overrides) from ``--set`` and the shortcut flags; flags win over ``--set``."""
     from clpeft.config import split_dotted
@@ -77,7 +84,7 @@ def cmd_run(args) -> int:
     named, overrides = run_overrides(args)
     config = resolve(scenario, strategy=named.get("strategy"), pet=named.get("pet"), seed=named.get("seed"),
                      device=named.get("device", "cpu"), amp=named.get("amp"), overrides=overrides,
-                     tta=named.get("tta"), imports=imports)
+                     tta=named.get("tta"), imports=imports, loggers=log_names(args))
     out = Path(args.out) if args.out else Path("runs") / config.run_id
     if out.is_dir() and rundir.plan(out, config.run_id, args.resume, args.overwrite) == "complete":
         if args.resume:
@@ -95,9 +102,9 @@ def cmd_run(args) -> int:
     print(f"{config.run_id}: A_T={m['final_accuracy']:.4f} Ā={m['average_incremental_accuracy']:.4f} "
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
     health = results.get("health", {})
-    if health.get("status") == "diverged":
-        print(f"clpeft: warning: this run DIVERGED (marked so in results.json): {'; '.join(health['reasons'])}",
-              file=sys.stderr)
+    if health.get("status", "ok") != "ok":
+        print(f"clpeft: warning: this run is marked {health['status'].upper()} in results.json: "
+              f"{'; '.join(health['reasons'])}", file=sys.stderr)
     return 0
 
 
@@ -139,11 +146,13 @@ def cmd_sweep(args) -> int:
     if named:
         raise ClpeftError(f"--set {sorted(named)[0]} on a sweep: use a dotted key (e.g. train.epochs=1); grid keys "
                           "such as seed belong in the sweep file")
-    sweep = load_sweep(args.sweep, out=args.out, device=args.device, imports=imports, overrides=overrides)
+    sweep = load_sweep(args.sweep, out=args.out, device=args.device, imports=imports, overrides=overrides,
+                       loggers=log_names(args))
     print(f"sweep {sweep.name}: {len(sweep.configs)} runs on {args.engine} → {sweep.out}", flush=True)
     summary = run_sweep(sweep, engine=args.engine, address=args.address, workers=args.workers,
-                        report=not args.no_report, log=lambda line: print(line, flush=True))
-    print(f"{summary['done']} ran, {summary['diverged']} diverged, {summary['skipped']} finished before, "
+                        report=not args.no_report, log=lambda line: print(line, flush=True), progress=not args.quiet)
+    print(f"{summary['done']} ran, {summary['diverged']} diverged, {summary['at_chance']} at chance, "
+          f"{summary['skipped']} finished before, "
           f"{summary['failed']} failed in {summary['wall_seconds']:.1f} s → {sweep.out}/sweep.json"
           + (f", {summary['report']}" if "report" in summary else ""))
     return 1 if summary["failed"] else 0
@@ -187,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
                    help="any setting by dotted key (repeatable), e.g. train.lr=0.01, stream.n_experiences=10, pet.rank=8")
     r.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
                    help="plugin file or module to import first (your own strategies, data sets, backbones)")
+    r.add_argument("--log", action="append", metavar="NAMES",
+                   help="live logging: csv, tensorboard, wandb (offline), comma-separated; loss and accuracy per epoch, "
+                        "the accuracy-matrix row, A, Ā and forgetting after every experience")
     r.add_argument("--data-root", help="folder with the data set (online data sets)")
     r.add_argument("--checkpoint", help="local backbone checkpoint (safetensors or a weights_only torch file)")
     r.add_argument("--out", help="output directory (default runs/RUN_ID)")
@@ -206,7 +218,10 @@ def parser() -> argparse.ArgumentParser:
                     help="a dotted setting applied to every run (repeatable), e.g. train.epochs=1")
     sw.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",
                     help="plugin file or module (imported here and in every Ray worker)")
+    sw.add_argument("--log", action="append", metavar="NAMES",
+                    help="live logging of every run: csv, tensorboard, wandb (one W&B run per grid point, grouped)")
     sw.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    sw.add_argument("--quiet", action="store_true", help="one line per run, no per-epoch progress (local engine)")
     sw.set_defaults(func=cmd_sweep)
     ls = sub.add_parser("list", help="scenarios, data sets, strategies, PET modules, backbones")
     ls.add_argument("--options", metavar="STRATEGY", help="list one strategy's options with types, defaults and docs")

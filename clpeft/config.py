@@ -93,12 +93,6 @@ class RunConfig:
             + [f"s{self.seed}", self.config_hash()]
         return "-".join(parts)
 
-    def strategy_options(self):
-        """The strategy's typed options."""
-        from clpeft.strategies.base import get_strategy
-
-        return get_strategy(self.strategy).parse_options(self.options)
-
     def pet_config(self):
         from clpeft.pet.config import pet_config
 
@@ -216,7 +210,7 @@ def check_model(model: ModelConfig) -> None:
 
 def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None, seed: int | None = None,
             device: str = "cpu", amp: str | None = None, overrides: dict | None = None, tta: str | None = None,
-            imports: list | None = None) -> RunConfig:
+            imports: list | None = None, loggers: list | None = None) -> RunConfig:
     """Merge scenario defaults, the chosen strategy's best settings and command-line values, check them all."""
     from clpeft.evaluation.tta import get_tta
     from clpeft.pet.config import get_pet_kind
@@ -291,9 +285,12 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
     amp = coerce(amp or scenario.get("amp", "off"), str, "amp")
     if amp not in AMP_MODES:
         raise ClpeftError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_MODES)}")
-    loggers = scenario.get("loggers") or []
-    if not isinstance(loggers, list):
-        raise ClpeftError("`loggers:` must be a list (e.g. [csv, tensorboard])")
+    loggers = scenario.get("loggers") if loggers is None else loggers
+    if loggers is not None and not isinstance(loggers, list):
+        raise ClpeftError("`loggers:` must be a list (e.g. [csv, tensorboard, wandb])")
+    from clpeft.reports.loggers import check_loggers
+
+    loggers = check_loggers(loggers or [])
     return RunConfig(
         name=coerce(str(scenario["name"]), str, "name"),
         stream=stream,

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from clpeft.errors import ClpeftError
 
-ENTRY_POINT_GROUPS = ("clpeft.strategies", "clpeft.datasets", "clpeft.backbones")
 _loaded_groups: set[str] = set()
 
 
@@ -66,6 +65,17 @@ def import_plugin(spec: str):
 def import_plugins(specs) -> None:
     for spec in specs or []:
         import_plugin(spec)
+
+
+def lookup(registry: dict, name: str, group: str, what: str):
+    """``registry[name]``, loading installed packages' entry points of ``group`` on a miss; the error names the
+    choices and how to add one's own."""
+    if name not in registry:
+        load_entry_points(group)
+    if name not in registry:
+        raise ClpeftError(f"unknown {what} {name!r}; choose one of {', '.join(sorted(registry))} "
+                          f"(see `clpeft list`; one of your own: --import FILE)")
+    return registry[name]
 
 
 def load_entry_points(group: str) -> None:

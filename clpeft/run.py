@@ -20,7 +20,8 @@ from clpeft.config import RunConfig
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import EvalRow, evaluate_stream
-from clpeft.evaluation.metrics import summarize
+from clpeft.evaluation.metrics import running_metrics, summarize
+from clpeft.reports.loggers import RunLoggers
 from clpeft.reports.results import RunResult, assess_health, package_versions, write_results
 from clpeft.streams.stream import EVAL_ORDERS, make_stream
 from clpeft.strategies.base import get_strategy
@@ -40,26 +41,6 @@ def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.machine()})"
-
-
-def avalanche_evaluator(loggers: list[str], out_dir: Path | None):
-    """Avalanche's TensorBoard / CSV loggers on training metrics, when asked for (they cost time per step)."""
-    if not loggers:
-        return None
-    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
-    from avalanche.logging import CSVLogger, TensorboardLogger
-    from avalanche.training.plugins import EvaluationPlugin
-
-    base = Path(out_dir or "runs") / "logs"
-    made = []
-    for name in loggers:
-        if name == "csv":
-            made.append(CSVLogger(log_folder=str(base / "csv")))
-        elif name == "tensorboard":
-            made.append(TensorboardLogger(tb_log_dir=str(base / "tensorboard")))
-        else:
-            raise ClpeftError(f"unknown logger {name!r}; use csv or tensorboard")
-    return EvaluationPlugin(accuracy_metrics(epoch=True), loss_metrics(epoch=True), loggers=made)
 
 
 def device_for_rank(device: torch.device) -> torch.device:
@@ -107,7 +88,7 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
         pet = inject_pet(model.backbone, config.pet_config())
     strategy = strategy_cls(
         model=model, settings=config.train, device=device, amp=config.amp, pet=pet, plugins=plugins,
-        evaluator=evaluator or avalanche_evaluator(config.loggers, out_dir), seed=config.seed,
+        evaluator=evaluator, seed=config.seed,
         in_memory=stream.in_memory, progress=progress, options=options,
     )
     return Built(stream, model, pet, strategy, device)
@@ -138,14 +119,16 @@ class History:
 
 
 def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
-        evaluator=None, after_experience=None, resume: bool = False, stream=None, overwrite: bool = False) -> dict:
+        evaluator=None, after_experience=None, resume: bool = False, stream=None, overwrite: bool = False,
+        log_group: str | None = None) -> dict:
     """Train on every experience, evaluate on the whole test set after each, write results atomically.
 
     With ``out_dir``, the run owns that directory (``clpeft.rundir``), a checkpoint is written after every
     experience and removed once the results are; ``resume=True`` continues from it and gives the same results
     file as a run that never stopped. ``after_experience(i, strategy, stream)`` is called after each
     experience's evaluation (tests use it to cross-check against Avalanche's metrics on the same run).
-    ``overwrite=True`` replaces whatever results the directory holds. Launched by torchrun, the run trains data-parallel (``clpeft.distributed``) and rank 0 writes the files.
+    ``overwrite=True`` replaces whatever results the directory holds; ``config.loggers`` log live (``log_group``:
+    e.g. the sweep's name, groups W&B runs). Launched by torchrun, the run trains data-parallel (``clpeft.distributed``) and rank 0 writes the files.
     """
     out = None if out_dir is None else Path(out_dir)
     if resume and out is None:
@@ -159,13 +142,25 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
                 if overwrite and writer:
                     rundir.clear_outputs(out)
                     resume = False
-            return _run(config, out, writer, progress, plugins, evaluator, after_experience, resume, stream)
+            return _run(config, out, writer, progress, plugins, evaluator, after_experience, resume, stream, log_group)
 
 
 def _run(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, plugins, evaluator,
-         after_experience, resume: bool, stream) -> dict:
-    stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator, stream)
+         after_experience, resume: bool, stream, log_group) -> dict:
     progress = progress and distributed.is_writer()
+    stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator, stream)
+    loggers = RunLoggers(config.loggers if distributed.is_writer() else [], out_dir, config.as_dict(), config.run_id,
+                         log_group)
+    try:
+        return _loop(config, out_dir, writer, progress, after_experience, resume, stream, model, pet, strategy,
+                     device, loggers)
+    finally:
+        loggers.close()
+
+
+def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, after_experience, resume: bool,
+          stream, model, pet, strategy, device, loggers) -> dict:
+    strategy.epoch_listeners.append(loggers.epoch)
     saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
     tta = []
@@ -202,6 +197,7 @@ def _run(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, 
             with timer(history.eval_times, device):
                 row = evaluate()
             history.add(row)
+            loggers.experience(i, row.accuracy, running_metrics(history.R, history.before["counts"]))
             if progress:
                 seen = row.accuracy[: i + 1]
                 print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
@@ -282,17 +278,3 @@ def assemble(config: RunConfig, stream, model, pet, strategy, device, history: H
         report_metrics=report_metrics or None,
         views=views,
     )
-
-
-def run_all(configs: list[RunConfig], out_root: str | Path, log=print) -> list[Path]:
-    """Run each config into ``out_root/RUN_ID`` in turn with the sweep's rule: finished runs are skipped,
-    interrupted ones continue from their checkpoint; a failure stops here (a sweep records it and goes on)."""
-    from clpeft.sweep import execute
-
-    done = []
-    for config in configs:
-        record = execute(config, Path(out_root) / config.run_id, record_failure=False)
-        if record["status"] == "done":
-            log(f"{config.run_id}: A_T={record['final_accuracy']:.3f}" + (" DIVERGED" if record.get("diverged") else ""))
-        done.append(Path(record["out"]))
-    return done

@@ -7,7 +7,7 @@
   created and written, and some disk space is free.
 - **What is there.** ``results.json`` and ``checkpoint.pt`` carry the run id (seed + config hash); a
   directory holding *another* configuration's files is never reported as complete nor resumed.
-  :func:`plan` is the one rule ``clpeft run``, ``run_all`` and ``clpeft sweep`` share.
+  :func:`plan` is the one rule ``clpeft run`` and ``clpeft sweep`` share.
 """
 from __future__ import annotations
 

@@ -36,7 +36,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from clpeft import rundir
 from clpeft.config import OVERRIDE_SECTIONS, RunConfig, load_scenario, read_yaml, resolve, split_dotted
@@ -48,7 +47,7 @@ SWEEP_KEYS = {"name", "description", "imports", "scenario", "grid", "grids", "in
 POINT_KEYS = {"scenario", "strategy", "pet", "seed", "tta", "amp", "backbone"}
 ENGINES = ("ray", "local")
 FAILED = rundir.FAILED
-STATUSES = ("done", "diverged", "skipped", "failed")
+STATUSES = ("done", "diverged", "at_chance", "skipped", "failed")
 
 
 @dataclass
@@ -112,7 +111,7 @@ def expand_points(spec: dict) -> list[dict]:
 
 
 def load_sweep(path: str | Path, out: str | Path | None = None, device: str | None = None,
-               imports: list | None = None, overrides: dict | None = None) -> Sweep:
+               imports: list | None = None, overrides: dict | None = None, loggers: list | None = None) -> Sweep:
     """Every run of the sweep file, resolved and checked (no run starts before all of them are valid);
     ``overrides`` (``{section: {key: value}}``, from ``--set``) apply to every run, over ``fixed:``."""
     from clpeft.plugins import import_plugins, normalize_import
@@ -169,7 +168,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
         config = resolve(scenarios[scenario_name], strategy=named.get("strategy"), pet=named.get("pet"),
                          seed=named.get("seed"), device=device or spec.get("device", "cpu"),
                          amp=named.get("amp", spec.get("amp")), overrides=merged, tta=named.get("tta", spec.get("tta")),
-                         imports=imports)
+                         imports=imports, loggers=loggers)
         if config.run_id not in seen:  # e.g. a grid over pet for a strategy whose setting ignores it
             seen.add(config.run_id)
             configs.append(config)
@@ -180,12 +179,13 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
 
 
 # ---------------------------------------------------------------------------------------------- one run
-def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, record_failure: bool = True) -> dict:
+def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, group: str | None = None,
+            progress: bool = False) -> dict:
     """Run one config into ``out_dir`` and say how it went: ``done``, ``diverged``, ``skipped`` or ``failed``.
 
     The shared rule (:func:`clpeft.rundir.plan`): this run's results present → skipped; an interrupted
-    resumable run continues from its checkpoint. With ``record_failure`` (sweeps) an error is written to
-    ``failed.json`` (atomically) and returned; without it (``run_all``) it propagates.
+    resumable run continues from its checkpoint. An error is written to ``failed.json`` (atomically) and
+    returned, never raised: one run's failure does not stop a sweep.
     """
     import torch
 
@@ -200,14 +200,13 @@ def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, 
     try:
         import_plugins(config.imports)  # a Ray worker is a fresh process: the run's plugins register here
         if rundir.plan(out_dir, config.run_id, resume=True) == "complete":
-            diverged = rundir_health(out_dir) == "diverged"
-            return {**record, "status": "skipped", **({"diverged": True} if diverged else {})}
+            health = rundir_health(out_dir)
+            return {**record, "status": "skipped", **({"health": health} if health != "ok" else {})}
         if threads:
             torch.set_num_threads(max(1, int(threads)))
-        results = run(config, out_dir=out_dir, resume=get_strategy(config.strategy).resumable)
+        results = run(config, out_dir=out_dir, resume=get_strategy(config.strategy).resumable, log_group=group,
+                      progress=progress)
     except Exception as exc:  # noqa: BLE001 - any failure of one run is recorded; the sweep goes on
-        if not record_failure:
-            raise
         failure = {"run_id": config.run_id, "config": config.as_dict(), "error_type": type(exc).__name__,
                    "error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
                    "traceback": traceback.format_exc()[-4000:]}
@@ -218,10 +217,10 @@ def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, 
         return {**record, "status": "failed", "error_type": failure["error_type"], "error": failure["error"],
                 "seconds": round(time.perf_counter() - start, 3)}
     health = results.get("health", {})
-    status = "diverged" if health.get("status") == "diverged" else "done"
+    status = health.get("status", "ok") if health.get("status", "ok") != "ok" else "done"
     return {**record, "status": status, "seconds": round(time.perf_counter() - start, 3),
             "final_accuracy": results["metrics"]["final_accuracy"],
-            **({"reasons": health.get("reasons", [])} if status == "diverged" else {})}
+            **({"reasons": health.get("reasons", [])} if status != "done" else {})}
 
 
 def rundir_health(out_dir: Path) -> str:
@@ -234,10 +233,11 @@ def rundir_health(out_dir: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- engines
-def run_local(sweep: Sweep, log=print) -> list[dict]:
+def run_local(sweep: Sweep, log=print, progress: bool = False) -> list[dict]:
+    """One run after another in this process (``progress``: one line per epoch, so nothing is silent for minutes)."""
     records = []
     for config in sweep.configs:
-        record = execute(config, sweep.out / config.run_id)
+        record = execute(config, sweep.out / config.run_id, group=sweep.name, progress=progress)
         log(_line(record))
         records.append(record)
     return records
@@ -257,7 +257,8 @@ def run_ray(sweep: Sweep, address: str | None = None, workers: int | None = None
     try:
         task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=0)(execute)
         threads = max(1, int(sweep.cpus))
-        pending = {task.remote(config, str(sweep.out / config.run_id), threads): config for config in sweep.configs}
+        pending = {task.remote(config, str(sweep.out / config.run_id), threads, sweep.name): config
+                   for config in sweep.configs}
         records = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -280,15 +281,15 @@ def _line(record: dict) -> str:
     if record["status"] == "failed":
         return f"{record['run_id']}: FAILED {record['error_type']}: {record['error']}"
     if record["status"] == "skipped":
-        return f"{record['run_id']}: finished before, skipped" + (" (it DIVERGED)" if record.get("diverged") else "")
+        return f"{record['run_id']}: finished before, skipped" + (f" ({record['health'].upper()})" if record.get("health") else "")
     line = f"{record['run_id']}: A_T={record['final_accuracy']:.3f} ({record['seconds']:.1f} s)"
-    if record["status"] == "diverged":
-        line += " DIVERGED: " + "; ".join(record.get("reasons", []))
+    if record["status"] != "done":
+        line += f" {record['status'].upper()}: " + "; ".join(record.get("reasons", []))
     return line
 
 
 def run_sweep(sweep: Sweep, engine: str = "ray", address: str | None = None, workers: int | None = None,
-              report: bool = True, log=print) -> dict:
+              report: bool = True, log=print, progress: bool = False) -> dict:
     """Run every config of ``sweep`` on ``engine``, write ``OUT/sweep.json`` (atomically) and the report.
 
     The sweep holds its output directory's lock throughout: a second sweep into it fails at once."""
@@ -297,14 +298,14 @@ def run_sweep(sweep: Sweep, engine: str = "ray", address: str | None = None, wor
     rundir.preflight(sweep.out)
     with rundir.claimed(sweep.out):
         start = time.perf_counter()
-        records = run_local(sweep, log) if engine == "local" else run_ray(sweep, address, workers, log)
+        records = run_local(sweep, log, progress) if engine == "local" else run_ray(sweep, address, workers, log)
         order = {c.run_id: i for i, c in enumerate(sweep.configs)}
         records.sort(key=lambda r: order[r["run_id"]])
         counts = {s: sum(r["status"] == s for r in records) for s in STATUSES}
         summary = {"name": sweep.name, "engine": engine, "runs": len(records), **counts,
                    "wall_seconds": round(time.perf_counter() - start, 3), "records": records}
         atomic_write_json(sweep.out / "sweep.json", summary)
-        if report and counts["done"] + counts["diverged"] + counts["skipped"] > 0:
+        if report and counts["done"] + counts["diverged"] + counts["at_chance"] + counts["skipped"] > 0:
             from clpeft.reports.report import build_report
 
             build_report([sweep.out], sweep.report, title=f"Sweep {sweep.name}", notes=sweep.description)

@@ -131,12 +131,17 @@ def test_a_loss_that_is_zero_everywhere_fails_the_run(lenet_scenario, monkeypatc
 
 def test_health_verdicts():
     fine = [{"experience": 0, "phase": "train", "epoch": 0, "steps": 9, "loss": 0.9, "first_step_loss": 2.3}]
+    flat = [{"experience": 0, "phase": "train", "epoch": 0, "steps": 9, "loss": 2.29, "first_step_loss": 2.3}]
     assert assess_health(0.8, 10, 360, fine) == {"status": "ok", "reasons": []}
-    at_chance = assess_health(0.11, 10, 360, fine)
-    assert at_chance["status"] == "diverged" and "is at chance" in at_chance["reasons"][0]
+    assert assess_health(0.8, 10, 360, flat)["status"] == "ok"  # a good result needs no falling loss
+    forgot = assess_health(0.11, 10, 360, fine)  # learned (the loss fell) yet ends at chance
+    assert forgot["status"] == "at_chance" and "is at chance" in forgot["reasons"][0]
+    stuck = assess_health(0.11, 10, 360, flat)  # at chance and nothing learned
+    assert stuck["status"] == "diverged" and "no training phase lowered its loss" in stuck["reasons"][0]
     rising = fine + [{"experience": 1, "phase": "train", "epoch": 0, "steps": 9, "loss": 30.0, "first_step_loss": 2.0}]
     verdict = assess_health(0.8, 10, 360, rising)
     assert verdict["status"] == "diverged" and "rose from 2 to 30 in experience 1" in verdict["reasons"][0]
+    assert chance_threshold(10, 360) == pytest.approx(0.1 + 2 * (0.09 / 360) ** 0.5)
 
 
 def test_a_run_that_cannot_learn_is_marked_diverged_in_results_sweep_and_report(tmp_path, lenet_scenario):
@@ -147,14 +152,14 @@ def test_a_run_that_cannot_learn_is_marked_diverged_in_results_sweep_and_report(
     summary = run_sweep(load_sweep(sweep_file), engine="local", log=lambda line: None)
     assert (summary["diverged"], summary["done"], summary["failed"]) == (1, 1, 0)
     bad = next(r for r in summary["records"] if r["status"] == "diverged")
-    assert "is at chance" in bad["reasons"][0]
+    assert "is at chance" in bad["reasons"][0] and "no training phase lowered its loss" in bad["reasons"][0]
     results = json.loads((Path(bad["out"]) / "results.json").read_text())
     assert results["health"]["status"] == "diverged"
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text())["diverged"] == 1
     report = (tmp_path / "sweep" / "report" / "index.md").read_text()
-    assert "⚠ 1/1 diverged" in report and "Runs that did not learn (1" in report
+    assert "⚠ 1/1 diverged" in report and "Runs marked diverged or at chance (1" in report
     again = run_sweep(load_sweep(sweep_file), engine="local", log=lambda line: None)
-    assert again["skipped"] == 2 and any(r.get("diverged") for r in again["records"])
+    assert again["skipped"] == 2 and any(r.get("health") == "diverged" for r in again["records"])
 
 
 SLOW = """

@@ -3,7 +3,6 @@ method of one's own is one file loaded with --import (CLI, sweep) — the same r
 import inspect
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,6 @@ AVALANCHE_INTERNALS = re.compile(r"\bself\.(mb_\w+|mbatch|clock|adapted_dataset|
 
 
 def strategy_classes():
-    import clpeft.strategies  # noqa: F401
-
     return sorted(STRATEGIES.items())
 
 

@@ -114,3 +114,14 @@ def summarize(R, n=None, b=None) -> Summary:
         forward_transfer=forward_transfer(R, b if b is not None else np.zeros(T)),
         accuracy_after_each=[float(a) for a in accuracy_after_each(R, n)],
     )
+
+
+def running_metrics(rows, n: Sequence[int] | None = None) -> dict:
+    """After experience i (``rows`` = R[0..i], each over every test experience): accuracy on the seen
+    experiences, Ā so far, and forgetting (max − last) of the experiences before i — what a live log shows."""
+    R = np.asarray(rows, dtype=np.float64)
+    i = len(R) - 1
+    w = np.ones(R.shape[1]) if n is None else np.asarray(n, dtype=np.float64)
+    seen = [float(np.dot(R[k, : k + 1], w[: k + 1]) / w[: k + 1].sum()) for k in range(i + 1)]
+    forgetting = float(np.mean([R[:i, j].max() - R[i, j] for j in range(i)])) if i > 0 else 0.0
+    return {"accuracy_seen": seen[-1], "average_incremental_accuracy": float(np.mean(seen)), "forgetting_max": forgetting}

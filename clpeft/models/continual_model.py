@@ -23,7 +23,6 @@ class InputAdapter(nn.Module):
         self.size = spec.input_size
         self.resize = data.size != spec.input_size
         self.in_chans = spec.in_chans
-        self.data_chans = data.channels
         mean, std = (spec.mean, spec.std) if normalize else ((0.0,) * len(spec.mean), (1.0,) * len(spec.std))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)

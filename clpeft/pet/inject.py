@@ -203,6 +203,12 @@ class PETController:
             raise ClpeftError(f"PET state file {path} does not exist")
         self.load_state_dict(load_file(str(path)), name)
 
+    def save_peft(self, directory: str | Path, name: str | None = None, base_model_name_or_path: str | None = None) -> Path:
+        """Export a LoRA instance as a peft adapter directory (``peft.PeftModel.from_pretrained`` loads it)."""
+        from clpeft.pet.interop import save_peft_adapter
+
+        return save_peft_adapter(self, directory, name, base_model_name_or_path)
+
     # ------------------------------------------------------------------ LoRA merging
     def merge(self, name: str | None = None) -> None:
         """Fold instance ``name`` into the base weights (kinds whose layers can: LoRA)."""

@@ -12,10 +12,8 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from clpeft.errors import ClpeftError
 
 
 @dataclass

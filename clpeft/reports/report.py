@@ -127,8 +127,9 @@ class Row:
         return _mean_std([r["metrics"][name] for r in self.runs])
 
     @property
-    def diverged(self) -> list[dict]:
-        return [r for r in self.runs if r.get("health", {}).get("status") == "diverged"]
+    def unhealthy(self) -> list[dict]:
+        """Runs marked diverged or at chance."""
+        return [r for r in self.runs if r.get("health", {}).get("status", "ok") != "ok"]
 
     @property
     def R(self) -> np.ndarray:
@@ -209,7 +210,9 @@ def section_tables(rows: list[Row]) -> list[Table]:
     tables = []
     main = []
     for row in rows:
-        flag = f" ⚠ {len(row.diverged)}/{len(row.runs)} diverged" if row.diverged else ""
+        bad = row.unhealthy
+        flag = (f" ⚠ {len(bad)}/{len(row.runs)} " + "/".join(sorted({r['health']['status'].replace('_', ' ') for r in bad}))
+                if bad else "")
         t = row.train_seconds
         main.append([row.label + flag, str(len(row.runs))] + [_fmt(row.metric(m), sc) for m, _, sc in COLUMNS]
                     + [f"{row.runs[0]['parameters']['trainable']:,}", f"{t:.1f}" if t is not None else "–"])
@@ -286,11 +289,12 @@ def _value(v) -> str:
 
 def notes_tables(rows: list[Row], runs: Runs) -> list[Table]:
     tables = []
-    diverged = [(row.label, r) for row in rows for r in row.diverged]
-    if diverged:
-        tables.append(Table(f"Runs that did not learn ({len(diverged)}; included above and flagged ⚠):",
-                            ["method", "seed", "why"],
-                            [[label, str(r["config"]["seed"]), "; ".join(r["health"]["reasons"])] for label, r in diverged]))
+    unhealthy = [(row.label, r) for row in rows for r in row.unhealthy]
+    if unhealthy:
+        tables.append(Table(f"Runs marked diverged or at chance ({len(unhealthy)}; included above and flagged ⚠):",
+                            ["method", "seed", "status", "why"],
+                            [[label, str(r["config"]["seed"]), r["health"]["status"], "; ".join(r["health"]["reasons"])]
+                             for label, r in unhealthy]))
     duplicates = [(row.label, p) for row in rows for p in row.duplicates]
     if duplicates:
         tables.append(Table("Duplicate runs of a seed already counted (left out of the means):", ["method", "file"],

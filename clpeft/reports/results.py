@@ -24,6 +24,7 @@ from clpeft.utils.io import atomic_write_json, atomic_write_text, writing
 SCHEMA_VERSION = 2
 REQUIRED_KEYS = {"schema_version", "run_id", "config", "accuracy_matrix", "metrics"}
 LOSS_RISE = 2.0  # a phase whose last epoch's mean loss is above LOSS_RISE × its first step's loss diverged
+LOSS_FALL = 0.9  # a phase whose last epoch's mean loss is below LOSS_FALL × its first step's loss learned
 
 
 @dataclass
@@ -63,21 +64,32 @@ def chance_threshold(num_classes: int, n_test: int) -> float:
 
 
 def assess_health(final_accuracy: float, num_classes: int, n_test: int, training: list[dict]) -> dict:
-    """``{"status": "ok" | "diverged", "reasons": [...]}``: a run whose final accuracy is at chance, or whose
-    loss ended far above where it started in some phase, is not a result to average silently."""
-    reasons = []
-    threshold = chance_threshold(num_classes, n_test)
-    if final_accuracy <= threshold:
-        reasons.append(f"final accuracy {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
-                       f"{num_classes} classes; ≤ {100 * threshold:.1f} % counts as chance on {n_test} test samples)")
+    """``{"status": "ok" | "at_chance" | "diverged", "reasons": [...]}``, so that no run that failed to learn is
+    averaged silently. ``diverged``: some phase's loss ended far above where it started, or the final accuracy
+    is at chance and no phase's loss fell (training did not learn). ``at_chance``: the loss fell but the final
+    accuracy is still at chance (everything forgotten, or an evaluation that does not match training)."""
+    reasons, status = [], "ok"
     phases: dict = {}
     for entry in training:
         phases.setdefault((entry["experience"], entry["phase"]), []).append(entry)
+    fell = False
     for (experience, phase), entries in sorted(phases.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         start, end = entries[0].get("first_step_loss"), entries[-1]["loss"]
-        if start is not None and start > 0 and math.isfinite(end) and end > LOSS_RISE * start:
+        if start is None or not math.isfinite(end):
+            continue
+        if start > 0 and end > LOSS_RISE * start:
             reasons.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)")
-    return {"status": "diverged" if reasons else "ok", "reasons": reasons}
+            status = "diverged"
+        if end < LOSS_FALL * start:
+            fell = True
+    threshold = chance_threshold(num_classes, n_test)
+    if final_accuracy <= threshold:
+        reasons.append(f"final accuracy {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
+                       f"{num_classes} classes; ≤ {100 * threshold:.1f} % counts as chance on {n_test} test samples)"
+                       + ("" if fell or not phases else " and no training phase lowered its loss"))
+        if status == "ok":
+            status = "at_chance" if fell or not phases else "diverged"
+    return {"status": status, "reasons": reasons}
 
 
 def package_versions() -> dict:

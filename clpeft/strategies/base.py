@@ -77,14 +77,9 @@ def register(name: str):
 
 def get_strategy(name: str) -> type:
     import clpeft.strategies  # noqa: F401 - registers the built-in strategies
-    from clpeft.plugins import load_entry_points
+    from clpeft.plugins import lookup
 
-    if name not in STRATEGIES:
-        load_entry_points("clpeft.strategies")
-    if name not in STRATEGIES:
-        raise ClpeftError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))} "
-                          "(see `clpeft list`; a strategy of your own: --import FILE)")
-    return STRATEGIES[name]
+    return lookup(STRATEGIES, name, "clpeft.strategies", "strategy")
 
 
 @dataclass
@@ -133,10 +128,9 @@ class GlobalBatches:
     ``share`` holds that slice's fraction of the global batch, which weights the rank's loss.
     """
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False,
-                 progress: str | None = None):
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, drop_last: bool = False):
         self.n, self.batch_size, self.generator = n, batch_size, generator
-        self.drop_last, self.progress = drop_last, progress
+        self.drop_last = drop_last
         self.share = 1.0
 
     def __len__(self) -> int:
@@ -145,10 +139,7 @@ class GlobalBatches:
     def __iter__(self) -> Iterator[torch.Tensor]:
         perm = torch.randperm(self.n, generator=self.generator)
         world = distributed.world_size()
-        steps = range(len(self))
-        if self.progress:
-            steps = tqdm(steps, desc=self.progress, leave=False, dynamic_ncols=True)
-        for i in steps:
+        for i in range(len(self)):
             idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
             if world > 1:
                 if len(idx) < world:  # too few samples to give every rank one: skipped on all ranks
@@ -163,9 +154,9 @@ class TensorBatches:
     """Shuffled mini-batches over in-memory tensors (indices from :class:`GlobalBatches`)."""
 
     def __init__(self, tensors: tuple[torch.Tensor, ...], batch_size: int, generator: torch.Generator,
-                 drop_last: bool = False, progress: str | None = None):
+                 drop_last: bool = False):
         self.tensors = tensors
-        self.batches = GlobalBatches(len(tensors[0]), batch_size, generator, drop_last, progress)
+        self.batches = GlobalBatches(len(tensors[0]), batch_size, generator, drop_last)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -185,6 +176,42 @@ def fingerprint(params: list[nn.Parameter]) -> torch.Tensor:
         pos = torch.arange(1, v.numel() + 1, device=v.device, dtype=torch.float64)
         out.append(torch.stack([v.sum(), (v * v).sum(), (v * pos).sum()]))
     return torch.stack(out).cpu()
+
+
+class EpochProgress:
+    """Progress of one epoch: on a terminal a bar with the running loss (read at most twice a second, so the
+    device is not synchronised every step); elsewhere (logs, CI) one line per epoch instead of redrawn bars."""
+
+    def __init__(self, strategy: "CLStrategy"):
+        import sys
+        import time
+
+        self.strategy, self.time = strategy, time
+        self.start = time.perf_counter()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+        phase = strategy.phase
+        self.label = (f"{strategy.name} exp {strategy.experience_index} "
+                      + (f"{phase.name} " if len(strategy._phases) > 1 else "")
+                      + f"epoch {strategy.epoch + 1}/{phase.epochs}")
+        self.bar = tqdm(total=strategy.steps_per_epoch, desc=self.label, leave=False, dynamic_ncols=True) if self.tty else None
+
+    def step(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        now = self.time.perf_counter()
+        if now - self.last > 0.5:
+            s = self.strategy
+            self.bar.set_postfix(loss=f"{float(s._loss_sum) / max(s._steps, 1):.4f}", refresh=False)
+            self.last = now
+
+    def close(self, entry: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            return
+        print(f"  {self.label}: loss {entry['loss']:.4f}, train accuracy {100 * entry['train_accuracy']:.1f} % "
+              f"({self.time.perf_counter() - self.start:.1f} s)", flush=True)
 
 
 class CLStrategy(SupervisedTemplate):
@@ -222,6 +249,7 @@ class CLStrategy(SupervisedTemplate):
         self.epoch = 0
         self.scheduler = None
         self.training_log: list[dict] = []  # one entry per (experience, phase, epoch): mean loss and steps
+        self.epoch_listeners: list = []  # called with each new training_log entry (live loggers)
         self._phases: list[Phase] = []
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=settings.lr)
         super().__init__(
@@ -584,21 +612,23 @@ class CLStrategy(SupervisedTemplate):
 
     def training_epoch(self, **kwargs):
         device = self.device
+        zero = lambda: torch.zeros((), dtype=torch.float64, device=device)  # noqa: E731
         self._loss_finite = torch.ones((), dtype=torch.bool, device=device)
-        self._loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        self._loss_absmax = torch.zeros((), dtype=torch.float64, device=device)
-        self._first_loss = torch.zeros((), dtype=torch.float64, device=device)
+        self._loss_sum, self._loss_absmax, self._first_loss = zero(), zero(), zero()
+        self._correct, self._seen_samples = zero(), zero()
         self._steps = 0
+        self._bar = EpochProgress(self) if self.progress else None
         super().training_epoch(**kwargs)
         total, first, absmax, finite = self._loss_sum, self._first_loss, self._loss_absmax, self._loss_finite.double()
+        correct, samples = self._correct, self._seen_samples
         if distributed.world_size() > 1:  # the global batch's loss: each rank summed its share-weighted loss
             dist = torch.distributed
-            sums = torch.stack([total, first])
+            sums = torch.stack([total, first, correct, samples])
             dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-            total, first = sums[0], sums[1]
+            total, first, correct, samples = sums.unbind()
             dist.all_reduce(absmax, op=dist.ReduceOp.MAX)
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        stats = torch.stack([total, first, absmax, finite]).cpu()  # one host sync per epoch, none per step
+        stats = torch.stack([total, first, absmax, finite, correct, samples]).cpu()  # one host sync per epoch
         if not bool(stats[3]):
             raise ClpeftError(f"the training loss became NaN or infinite in experience {self.experience_index} "
                               f"(epoch {self.epoch}); lower the learning rate, or use --amp off")
@@ -606,10 +636,15 @@ class CLStrategy(SupervisedTemplate):
         if float(stats[2]) > 0:
             self._phase_loss_nonzero = True
         entry = {"experience": self.experience_index, "phase": self.phase.name, "epoch": self.epoch,
-                 "steps": steps, "loss": float(stats[0]) / steps if steps else math.nan}
+                 "steps": steps, "loss": float(stats[0]) / steps if steps else math.nan,
+                 "train_accuracy": float(stats[4] / stats[5]) if float(stats[5]) else math.nan}
         if self.epoch == 0 and steps:  # where the phase started, for the divergence check
             entry["first_step_loss"] = float(stats[1])
         self.training_log.append(entry)
+        if self._bar is not None:
+            self._bar.close(entry)
+        for listener in self.epoch_listeners:
+            listener(entry)
 
     def backward(self):
         loss = self.loss.detach().double().sum()
@@ -619,7 +654,13 @@ class CLStrategy(SupervisedTemplate):
         self._loss_absmax = torch.maximum(self._loss_absmax, loss.abs())
         if self._steps == 0:
             self._first_loss = self._first_loss + loss * share
+        seen = self.model.head.num_seen
+        if self.mb_output.dim() == 2 and seen:  # training accuracy over the classes seen so far
+            self._correct += (self.mb_output.detach()[:, :seen].argmax(1) == self.mb_y).sum()
+            self._seen_samples += self.mb_y.numel()
         self._steps += 1
+        if self._bar is not None:
+            self._bar.step()
         if distributed.world_size() > 1:  # this rank's share of the global batch's mean loss
             (self.loss * self._batches.share).backward(retain_graph=self.retain_graph)
         else:
@@ -636,10 +677,9 @@ class CLStrategy(SupervisedTemplate):
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.clock.train_exp_counter)
-        label = f"{self.name} exp {self.clock.train_exp_counter}" if self.progress else None
         if not self.in_memory and distributed.world_size() > 1:
             batches = GlobalBatches(len(self.adapted_dataset), self.settings.batch_size, generator,
-                                    self.settings.drop_last, label)
+                                    self.settings.drop_last)
             self.dataloader = torch.utils.data.DataLoader(self.adapted_dataset, batch_sampler=batches,
                                                           num_workers=num_workers, pin_memory=bool(pin_memory))
             self._batches = batches
@@ -652,5 +692,5 @@ class CLStrategy(SupervisedTemplate):
 
         x, y = materialize(self.adapted_dataset)
         t = torch.full_like(y, int(self.experience.task_label))
-        self.dataloader = TensorBatches((x, y, t), self.settings.batch_size, generator, self.settings.drop_last, label)
+        self.dataloader = TensorBatches((x, y, t), self.settings.batch_size, generator, self.settings.drop_last)
         self._batches = self.dataloader.batches

@@ -201,7 +201,7 @@ def load_cifar100(root: str | Path | None = None, download: bool = False, image_
     if root is None:
         raise ClpeftError("cifar100 needs a data root; set stream.root in the scenario or pass --data-root DIR")
     folder = Path(root) / "cifar-100-python"
-    layout = f"--data-root DIR where DIR/cifar-100-python/ holds train, test and meta (torchvision's layout)"
+    layout = "--data-root DIR where DIR/cifar-100-python/ holds train, test and meta (torchvision's layout)"
     if not folder.exists():
         if not download:
             raise ClpeftError(f"CIFAR-100 not found in {folder}; pass {layout}, or set stream.download: true (needs internet)")
@@ -409,14 +409,9 @@ def register_dataset(name: str, num_classes: int | None = None, offline: bool = 
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    from clpeft.plugins import load_entry_points
+    from clpeft.plugins import lookup
 
-    if name not in DATASETS:
-        load_entry_points("clpeft.datasets")
-    if name not in DATASETS:
-        raise ClpeftError(f"unknown stream dataset {name!r}; choose one of {', '.join(sorted(DATASETS))} "
-                          "(see `clpeft list`; a data set of your own: --import FILE)")
-    return DATASETS[name]
+    return lookup(DATASETS, name, "clpeft.datasets", "stream dataset")
 
 
 for _name, _loader, _classes, _offline in [
