@@ -24,6 +24,9 @@ STRATEGIES = {
     "ssnet": "SSNeT: ExSSNeT without exclusivity",
     "supsup": "SupSup: supermasks only, task inference by entropy or one-shot gradient",
     "jare": "JARe/DTKR: per-sample retrieval of LoRA slots by grouped keys",
+    "l2p": "L2P(++): a pool of prefix prompts, each sample's top-k by key similarity",
+    "dualprompt": "DualPrompt: a general prompt plus one expert prompt per experience, chosen per sample",
+    "coda_prompt": "CODA-Prompt: prompts as attention-weighted sums of orthogonal components",
 }
 DATASETS = {
     "digits": (True, 10, "scikit-learn's 8x8 digits, 1,797 images"),

@@ -89,7 +89,7 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     strategy = strategy_cls(
         model=model, settings=config.train, device=device, amp=config.amp, pet=pet, plugins=plugins,
         evaluator=evaluator, seed=config.seed,
-        in_memory=stream.in_memory, progress=progress, options=options,
+        in_memory=stream.in_memory, progress=progress, options=options, n_experiences=stream.n_experiences,
     )
     return Built(stream, model, pet, strategy, device)
 

@@ -128,3 +128,30 @@ def test_atomic_write_leaves_nothing_when_the_writer_crashes(tmp_path):
         atomic_write(target, crash)
     assert json.loads(target.read_text()) == {"ok": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_every_flag_has_help_text():
+    import argparse
+
+    from clpeft.cli import parser
+
+    top = parser()
+    subparsers = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"clpeft {name} {action.option_strings or action.dest} has no --help text"
+
+
+def test_run_flags_and_set_reach_the_resolved_config(tmp_path, scenario_file):
+    from clpeft.cli import parser, run_overrides
+    from clpeft.config import load_scenario, resolve
+
+    args = parser().parse_args(["run", str(scenario_file), "--set", "train.lr=0.02", "--set", "pet.rank=3", "--pet", "lora",
+                                "--set", "options.lam=1", "--epochs", "2", "--set", "stream.eval_order=dirichlet"])
+    named, overrides = run_overrides(args)
+    overrides.pop("options")
+    config = resolve(load_scenario(str(scenario_file)), pet=named["pet"], overrides=overrides)
+    assert (config.train.lr, config.train.epochs, config.pet_settings["rank"], config.stream.eval_order) == \
+        (0.02, 2, 3, "dirichlet")

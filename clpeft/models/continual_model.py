@@ -45,6 +45,7 @@ class ContinualModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.spec = spec
+        self.extras = nn.ModuleDict()  # modules a method adds (e.g. a prompt pool's keys): saved and resumed with the model
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.adapter(x))

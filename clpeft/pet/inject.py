@@ -80,6 +80,20 @@ def inject_pet(model: nn.Module, config: PETConfig, name: str = "default", freez
     return controller
 
 
+@contextmanager
+def pets_off(model: nn.Module):
+    """Every PET in ``model`` (all controllers) switched off for the block: the frozen model, exactly."""
+    routings = {id(m.routing): m.routing for m in model.modules() if isinstance(m, PETLayer)}.values()
+    saved = [(r, r.active, r.mix_names, r.mix_weights, r.mix_index, r.mix_mode) for r in routings]
+    for r in routings:
+        r.active, r.mix_names, r.mix_weights, r.mix_index = None, None, None, None
+    try:
+        yield
+    finally:
+        for r, active, names, weights, index, mode in saved:
+            r.active, r.mix_names, r.mix_weights, r.mix_index, r.mix_mode = active, names, weights, index, mode
+
+
 def inject_named_pet(model: nn.Module, kind: str, settings: dict | None = None, name: str = "default") -> "PETController":
     """``inject_pet`` with the kind named and its settings as a mapping (checked)."""
     return inject_pet(model, pet_config(kind, settings), name=name)
@@ -148,12 +162,29 @@ class PETController:
             raise ClpeftError(f"mixture weights must be [batch, {len(names)}], got {tuple(weights.shape)}")
         if index is not None and (weights.shape != index.shape or weights.dim() != 2):
             raise ClpeftError(f"sparse mixture: weights {tuple(weights.shape)} and index {tuple(index.shape)} must both be [batch, k]")
-        previous = (self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index)
-        self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index = list(names), weights, index
+        with self._routed(list(names), weights, index, "sum"):
+            yield self
+
+    @contextmanager
+    def concatenating(self, names: list[str], index: torch.Tensor):
+        """Token PETs (prefix, prompt): sample ``b`` runs with the tokens of ``names[index[b, 0]]``, …,
+        ``names[index[b, k-1]]`` side by side (k·L tokens per layer), as L2P's top-k prompts."""
+        for n in names:
+            self._check(n)
+        if index.dim() != 2:
+            raise ClpeftError(f"concatenation index must be [batch, k], got {tuple(index.shape)}")
+        with self._routed(list(names), None, index, "concat"):
+            yield self
+
+    @contextmanager
+    def _routed(self, names, weights, index, mode):
+        r = self.routing
+        previous = (r.mix_names, r.mix_weights, r.mix_index, r.mix_mode)
+        r.mix_names, r.mix_weights, r.mix_index, r.mix_mode = names, weights, index, mode
         try:
             yield self
         finally:
-            self.routing.mix_names, self.routing.mix_weights, self.routing.mix_index = previous
+            r.mix_names, r.mix_weights, r.mix_index, r.mix_mode = previous
 
     # ------------------------------------------------------------------ parameters and state
     def named_parameters(self, name: str | None = None) -> dict[str, nn.Parameter]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from clpeft.errors import ClpeftError
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Routing:
     mix_names: list | None = None
     mix_weights: torch.Tensor | None = None  # [batch, len(mix_names)], or [batch, k] with mix_index
     mix_index: torch.Tensor | None = None  # [batch, k]: sample b mixes mix_names[mix_index[b, j]] (sparse bank)
+    mix_mode: str = "sum"  # "sum": Σ weights·instances; "concat": instances' tokens side by side (token PETs)
 
     def dense_weights(self) -> torch.Tensor:
         """[batch, len(mix_names)] mixture weights (a sparse top-k mixture scattered into the bank)."""
@@ -73,10 +75,18 @@ class PETLayer(nn.Module):
         self.instances[name] = inst
         return inst
 
+    #: layers whose instances are token sets, which can also be concatenated per sample (prefix, prompt)
+    token_layer = False
+
     def route(self) -> tuple[str, object] | None:
-        """('single', instance) | ('mix', (instances, weights)) | None when no PET acts."""
+        """('single', instance) | ('mix', (instances, weights)) | ('concat', (instances, index)) | None when no
+        PET acts."""
         r = self.routing
         if r.mix_names is not None:
+            if r.mix_mode == "concat":
+                if not self.token_layer:
+                    raise ClpeftError(f"concatenating instances is for token PETs (prefix, prompt), not {type(self).__name__}")
+                return "concat", ([self.instances[n] for n in r.mix_names], r.mix_index)
             return "mix", ([self.instances[n] for n in r.mix_names], r.dense_weights())
         if r.active is not None and r.active in self.instances:
             return "single", self.instances[r.active]
@@ -85,11 +95,11 @@ class PETLayer(nn.Module):
 
 # ---------------------------------------------------------------------------- shared pieces
 class TokenSet(nn.Module):
-    """``length`` tokens of width ``dim``, init U(0, 0.01), times a Scaler."""
+    """``length`` tokens of width ``dim``, init U(low, high) (default U(0, 0.01)), times a Scaler."""
 
-    def __init__(self, length: int, dim: int, scale: float | None):
+    def __init__(self, length: int, dim: int, scale: float | None, init: tuple[float, float] = (0.0, 0.01)):
         super().__init__()
-        self.tokens = nn.Parameter(torch.empty(length, dim).uniform_(0.0, 0.01))
+        self.tokens = nn.Parameter(torch.empty(length, dim).uniform_(*init))
         self.scale = Scaler(scale)
 
     def forward(self) -> torch.Tensor:
@@ -97,12 +107,16 @@ class TokenSet(nn.Module):
 
 
 def mixed_tokens(how, batch: int, get) -> torch.Tensor:
-    """[batch or 1, L, D]: one instance's tokens, or the per-sample mixture Σ_k w[b,k]·tokens_k."""
+    """[batch or 1, L', D]: one instance's tokens (L' = L), the per-sample mixture Σ_k w[b,k]·tokens_k (L' = L),
+    or each sample's k chosen instances side by side (``concat``: L' = k·L, in the order of its index row)."""
     kind, obj = how
     if kind == "single":
         return get(obj).unsqueeze(0)
     mods, w = obj
     stacked = torch.stack([get(m) for m in mods])  # [K, L, D]
+    if kind == "concat":
+        chosen = stacked[w]  # w is the index [B, k] here → [B, k, L, D]
+        return chosen.reshape(chosen.shape[0], -1, chosen.shape[-1])
     return torch.einsum("bk,kld->bld", w.to(stacked.dtype), stacked)
 
 

@@ -16,19 +16,23 @@ from clpeft.utils.typed import option
 
 @dataclass
 class PrefixConfig(PETConfig):
-    """``length`` learned key and value tokens per attention layer, init U(0, 0.01), with LAE's
-    compensatory calibration (the original attention keeps weight ``1 − λ``). Learnable key/value
-    scales initialised to 1."""
+    """``length`` learned key and value tokens per attention layer, init U(``init_low``, ``init_high``),
+    with LAE's compensatory calibration (the original attention keeps weight ``1 − λ``) and learnable
+    key/value scales initialised to 1 by default (LAE); prompt-pool methods use plain prefixes
+    (``compensatory: false``, ``scale: 1.0``)."""
 
-    length: int = option(10, "prefix tokens per attention layer", ge=1)
+    length: int = option(10, "prefix tokens per attention layer (each for keys and for values)", ge=1)
     compensatory: bool = option(True, "LAE's compensatory calibration of the original attention")
+    scale: float | None = option(None, "fixed key/value scale; null: learnable scalars initialised to 1 (LAE)")
+    init_low: float = option(0.0, "tokens are drawn from U(init_low, init_high)")
+    init_high: float = option(0.01, "tokens are drawn from U(init_low, init_high)")
 
 
 class PrefixModule(nn.Module):
-    def __init__(self, length: int, dim: int):
+    def __init__(self, length: int, dim: int, scale: float | None = None, init: tuple = (0.0, 0.01)):
         super().__init__()
-        self.key = TokenSet(length, dim, None)
-        self.value = TokenSet(length, dim, None)
+        self.key = TokenSet(length, dim, scale, init)
+        self.value = TokenSet(length, dim, scale, init)
 
 
 class PrefixAttentionLayer(PETLayer):
@@ -42,16 +46,19 @@ class PrefixAttentionLayer(PETLayer):
     ``(1 − λ)·Attn_orig + Attn_prefix``.
     """
 
-    def __init__(self, base, routing, length: int, compensatory: bool):
+    token_layer = True
+
+    def __init__(self, base, routing, length: int, compensatory: bool, scale: float | None = None,
+                 init: tuple = (0.0, 0.01)):
         super().__init__(base, routing)
         for attr in ("qkv", "num_heads", "head_dim", "proj"):
             if not hasattr(base, attr):
                 raise ClpeftError(f"prefix needs a timm Attention module (with {attr}); got {type(base).__name__}")
-        self.length, self.compensatory = length, compensatory
+        self.length, self.compensatory, self.scale_value, self.init = length, compensatory, scale, tuple(init)
         self.dim = base.num_heads * base.head_dim
 
     def new_instance(self):
-        return PrefixModule(self.length, self.dim)
+        return PrefixModule(self.length, self.dim, self.scale_value, self.init)
 
     def _heads(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         a = self.base
@@ -110,7 +117,10 @@ def targets(model, fam: str, config: PrefixConfig) -> list[str]:
 
 
 def build(model, name: str, module, config: PrefixConfig, routing, fam: str) -> PrefixAttentionLayer:
-    return PrefixAttentionLayer(module, routing, config.length, config.compensatory)
+    if config.init_high <= config.init_low:
+        raise ClpeftError(f"pets.prefix.init_high must be > init_low (got {config.init_low}, {config.init_high})")
+    return PrefixAttentionLayer(module, routing, config.length, config.compensatory, config.scale,
+                                (config.init_low, config.init_high))
 
 
 KIND = register_pet(PETKind("prefix", PrefixConfig, targets, build, "key/value prefix tokens in ViT attention"))

@@ -25,6 +25,8 @@ class PromptAttentionLayer(PETLayer):
     """Learned tokens inserted into an attention module's input after the first ``position``
     tokens (the class token) and removed from its output, so the residual stream keeps N tokens."""
 
+    token_layer = True
+
     def __init__(self, base, routing, length: int, dim: int, scale, position: int = 1):
         super().__init__(base, routing)
         self.length, self.dim, self.scale_value, self.position = length, dim, scale, position
@@ -39,7 +41,7 @@ class PromptAttentionLayer(PETLayer):
         p = self.position
         tokens = mixed_tokens(how, x.shape[0], lambda m: m()).to(x.dtype).expand(x.shape[0], -1, -1)
         out = self.base(torch.cat([x[:, :p], tokens, x[:, p:]], dim=1), *args, **kwargs)
-        return torch.cat([out[:, :p], out[:, p + self.length:]], dim=1)
+        return torch.cat([out[:, :p], out[:, p + tokens.shape[1]:]], dim=1)
 
 
 def targets(model, fam: str, config: PromptConfig) -> list[str]:

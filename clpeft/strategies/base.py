@@ -29,7 +29,7 @@ and overrides only the hooks it needs, in the order they run::
     resume_state() / load_resume_state()      what a checkpoint must hold beyond the model's tensors
     summary() / report_metrics()              method-specific facts (results file) and scalars (report)
 
-State a hook may read: ``model``, ``pet``, ``settings``, ``options``, ``device``, ``seed``,
+State a hook may read: ``model``, ``pet``, ``settings``, ``options``, ``device``, ``seed``, ``n_experiences``,
 ``experience_index``, ``current_classes``, ``experience_data`` (the experience's data with test-time
 transforms), ``phase``, ``epoch``, ``steps_per_epoch``. Mixed precision (``self.autocast()``), the
 optimizer, torchrun gradient sums and the checks that no training silently did nothing are the base's.
@@ -58,7 +58,7 @@ from clpeft.utils.typed import Settings, dataclass_from_dict, is_config, option
 STRATEGIES: dict[str, type] = {}
 OPTIMIZERS = ("adam", "adamw", "sgd")
 LOSS_SCOPES = ("seen", "current")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cosine_quarter")
 
 
 def register(name: str):
@@ -98,8 +98,8 @@ class TrainSettings(Settings):
     loss_scope: str = option("seen", "classes in the cross-entropy: all seen so far, or the current experience's",
                              choices=LOSS_SCOPES)
     drop_last: bool = option(False, "drop the last incomplete training batch")
-    schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase)",
-                           choices=SCHEDULES)
+    schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase; "
+                                       "cosine_quarter: lr·cos(0.495π·e/(E−1)), CODA-Prompt's)", choices=SCHEDULES)
     grad_clip_norm: float | None = option(None, "clip the gradient norm to this value (null: no clipping)", gt=0.0)
 
     @classmethod
@@ -235,12 +235,13 @@ class CLStrategy(SupervisedTemplate):
 
     def __init__(self, *, model: nn.Module, settings: TrainSettings, device: torch.device, amp: str = "off",
                  pet=None, plugins=None, evaluator=None, seed: int = 0, in_memory: bool = False,
-                 progress: bool = False, options=None):
+                 progress: bool = False, options=None, n_experiences: int | None = None):
         self.check_pet(pet.config.kind if pet is not None else None)
         self.settings = settings
         self.amp = amp
         self.pet = pet
         self.seed = seed
+        self.n_experiences = n_experiences  # the stream's length, when known (some methods size banks by it)
         self.in_memory = in_memory
         self.progress = progress
         self.options = options if is_config(options) else self.parse_options(options or {})
@@ -364,6 +365,9 @@ class CLStrategy(SupervisedTemplate):
         """A learning-rate scheduler stepped after every epoch of ``phase`` (None: constant)."""
         if self.settings.schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
+        if self.settings.schedule == "cosine_quarter":
+            last = max(phase.epochs - 1, 1)
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: math.cos(0.495 * math.pi * e / last))
         return None
 
     def start_phase(self) -> None:
@@ -486,6 +490,19 @@ class CLStrategy(SupervisedTemplate):
         if self.effective_loss_scope(self.settings) == "current":
             return self.current_classes.start, self.current_classes.stop
         return 0, self.model.head.num_seen
+
+    @torch.no_grad()
+    def frozen_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head input of the model with every PET off, in eval mode, without gradient: the query of
+        retrieval and prompt-pool methods."""
+        from clpeft.pet.inject import pets_off
+
+        was_training = self.model.training
+        self.model.eval()
+        with pets_off(self.model), self.autocast():
+            q = self.model.features(x).float()
+        self.model.train(was_training)
+        return q
 
     @torch.no_grad()
     def extract_features(self, dataset, features=None, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
