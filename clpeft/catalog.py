@@ -47,6 +47,7 @@ PET_KINDS = {
 }
 BACKBONES = {
     "vit_tiny_fmnist": "6-block ViT pretrained here on Fashion-MNIST (bundled weights)",
+    "vit_tiny_fmnist_32": "the same pretrained ViT at 32x32 (position embeddings resampled)",
     "vit_tiny_fmnist_scratch": "the same ViT, random initialisation",
     "resnet32": "CIFAR ResNet-32 (PyCIL's WA backbone), from scratch",
     "lenet": "LeNet-300-100 MLP (SupSup/ExSSNeT's MNIST network), from scratch",

@@ -41,9 +41,10 @@ TOY_SCENARIO = {"name": "toy", "stream": {"dataset": "toy_blobs", "n_experiences
                 "train": {"epochs": 3, "lr": 0.01, "batch_size": 16}}
 
 
-@pytest.fixture
-def toy_plugin(tmp_path):
-    """A user's data set (toy_blobs, 4 classes of 8x8 blobs) and backbone (toy_vit) in a plugin file."""
-    path = tmp_path / "toy.py"
+@pytest.fixture(scope="session")
+def toy_plugin(tmp_path_factory):
+    """A user's data set (toy_blobs, 4 classes of 8x8 blobs) and backbone (toy_vit) in a plugin file (one file for
+    the session: importing the same names from two files is refused, as it should be)."""
+    path = tmp_path_factory.mktemp("plugin") / "toy.py"
     path.write_text(TOY_PLUGIN)
     return path

@@ -115,7 +115,7 @@ def test_a_strategy_from_a_file_runs_in_a_sweep_and_is_refused_without_its_impor
 def test_a_data_set_and_a_backbone_from_a_plugin(tmp_path, capsys, toy_plugin):
     from conftest import TOY_SCENARIO
 
-    scenario = tmp_path / "toy.yaml"
+    scenario = toy_plugin.parent / "toy.yaml"
     scenario.write_text(yaml.safe_dump({**TOY_SCENARIO, "imports": ["toy.py"]}))  # relative to the scenario file
     assert main(["run", str(scenario), "--strategy", "finetune", "--pet", "adapter", "--quiet",
                  "--out", str(tmp_path / "out")]) == 0

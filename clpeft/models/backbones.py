@@ -47,6 +47,12 @@ BACKBONES: dict[str, BackboneSpec] = {
         mean=(0.5,), std=(0.5,), weights="file:vit_tiny_fmnist.safetensors",
         description="ViT (6 blocks, width 96, 4x4 patches, 28x28 gray) pretrained here on Fashion-MNIST",
     ),
+    "vit_tiny_fmnist_32": BackboneSpec(
+        timm_name="vit_tiny_patch16_224", kwargs={**VIT_TINY_FMNIST_KWARGS, "img_size": 32}, input_size=32, in_chans=1,
+        mean=(0.5,), std=(0.5,), weights="file:vit_tiny_fmnist.safetensors",
+        description="the same pretrained ViT at 32x32 (position embeddings resampled 7x7 → 8x8 on load): the shared "
+                    "32-px digits protocol of parity runs",
+    ),
     "vit_tiny_fmnist_scratch": BackboneSpec(
         timm_name="vit_tiny_patch16_224", kwargs=VIT_TINY_FMNIST_KWARGS, input_size=28, in_chans=1,
         mean=(0.5,), std=(0.5,), weights=None, description="same ViT, random initialisation",

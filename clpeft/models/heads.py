@@ -98,3 +98,58 @@ def align_new_class_norms(head: IncrementalHead, n_old: int) -> float:
             chunk.weight[lo - start:] *= gamma
         start = end
     return gamma
+
+
+class CosineLinear(nn.Module):
+    """σ · cos(f, w_c) with a learnable σ (initialised to 1): the head first-session adaptation trains with
+    (APER, RanPAC), before it is replaced by statistics. Grows like :class:`IncrementalHead`."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        nn.init.uniform_(self.weight, -1.0 / in_features ** 0.5, 1.0 / in_features ** 0.5)
+        self.sigma = nn.Parameter(torch.ones(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.sigma * F.linear(F.normalize(features, dim=-1), F.normalize(self.weight, dim=-1))
+
+
+class PrototypeHead(nn.Module):
+    """Cosine similarity to one stored vector per class (no parameters: buffers, saved with the model); classes
+    without a vector yet get ``UNSEEN_LOGIT``."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.register_buffer("prototypes", torch.zeros(num_classes, in_features))
+        self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def set(self, classes: torch.Tensor, vectors: torch.Tensor) -> None:
+        self.prototypes[classes] = vectors.to(self.prototypes)
+        self.known[classes] = True
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(F.normalize(features.float(), dim=-1), F.normalize(self.prototypes, dim=-1))
+        return logits.masked_fill(~self.known, UNSEEN_LOGIT)
+
+
+class RidgeHead(nn.Module):
+    """``ReLU(f·W_rand)·W`` (or ``f·W`` without a projection): a random-feature ridge classifier whose W is solved
+    in closed form from class statistics (buffers, saved with the model)."""
+
+    def __init__(self, in_features: int, num_classes: int, projection: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.projection = projection
+        width = projection or in_features
+        rand = torch.randn(in_features, projection, generator=generator) if projection else torch.zeros(0)
+        self.register_buffer("random", rand)
+        self.register_buffer("weight", torch.zeros(width, num_classes))
+        self.register_buffer("known", torch.zeros(num_classes, dtype=torch.bool))
+
+    def expand(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.float()
+        return torch.relu(f @ self.random) if self.projection else f
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.expand(features) @ self.weight
+        return logits.masked_fill(~self.known, UNSEEN_LOGIT)

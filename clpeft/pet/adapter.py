@@ -15,16 +15,20 @@ from clpeft.pet.families import io_features, per_block
 from clpeft.pet.layers import PETLayer, Scaler
 from clpeft.utils.typed import option
 
-#: where an adapter sits, per family and position: the module (inside a block) it runs beside
-PLACES = {"vit": {"attn": "attn", "mlp": "mlp"}, "bert": {"attn": "attention", "mlp": "output"}, "cnn": {"block": ""}}
+#: where an adapter sits, per family and position: the module (inside a block) it runs beside. ``mlp_residual``:
+#: beside a ViT block's MLP sub-layer but fed the residual stream before that sub-layer's norm (AdaptFormer)
+PLACES = {"vit": {"attn": "attn", "mlp": "mlp", "mlp_residual": "mlp"}, "bert": {"attn": "attention", "mlp": "output"},
+          "cnn": {"block": ""}}
+ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu}
 
 
 @dataclass
 class AdapterConfig(PETConfig):
-    """Bottleneck adapter ``s·up(GELU(down(x)))``, up-projection zero-initialised.
+    """Bottleneck adapter ``s·up(dropout(act(down(x))))``, up-projection zero-initialised.
 
     ``bottleneck``: hidden width h. ``position``: the sub-layer it runs beside — ``attn`` or
-    ``mlp`` (ViT/BERT), ``block`` (CNN blocks); None = ``attn`` on transformers, ``block`` on CNNs.
+    ``mlp`` (ViT/BERT), ``mlp_residual`` (ViT: beside the MLP, fed the residual stream before its norm,
+    as AdaptFormer/APER/RanPAC), ``block`` (CNN blocks); None = ``attn`` on transformers, ``block`` on CNNs.
     ``mode``: ``parallel`` (added to the wrapped module's output, fed its input) or ``sequential``
     (applied to its output, residually); None = parallel on transformers, sequential on CNNs.
     ``scale``: None = learnable scalar initialised to 1 (LAE), a float = fixed.
@@ -35,12 +39,15 @@ class AdapterConfig(PETConfig):
     mode: str | None = option(None, "parallel | sequential; null: parallel on transformers, sequential on CNNs",
                               choices=("parallel", "sequential", None))
     scale: float | None = option(None, "output scale; null: learnable scalar initialised to 1")
+    activation: str = option("gelu", "activation of the bottleneck", choices=tuple(ACTIVATIONS))
+    dropout: float = option(0.0, "dropout after the activation, while training", ge=0.0, lt=1.0)
 
 
 class AdapterModule(nn.Module):
-    """``s · up(GELU(down(x)))`` on the last dimension; up is zero so the output starts at 0."""
+    """``s · up(dropout(act(down(x))))`` on the last dimension; up is zero so the output starts at 0."""
 
-    def __init__(self, d_in: int, d_out: int, bottleneck: int, scale: float | None):
+    def __init__(self, d_in: int, d_out: int, bottleneck: int, scale: float | None, activation: str = "gelu",
+                 dropout: float = 0.0):
         super().__init__()
         self.down = nn.Linear(d_in, bottleneck)
         self.up = nn.Linear(bottleneck, d_out)
@@ -49,9 +56,11 @@ class AdapterModule(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.scale = Scaler(scale)
+        self.activation = activation
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale() * self.up(F.gelu(self.down(x)))
+        return self.scale() * self.up(self.dropout(ACTIVATIONS[self.activation](self.down(x))))
 
 
 def adapter_mixture(instances: list[AdapterModule], weights: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +72,9 @@ def adapter_mixture(instances: list[AdapterModule], weights: torch.Tensor, x: to
     s = torch.stack([m.scale() for m in instances]).to(x.dtype)      # [K]
     b = x.shape[0]
     flat = x.reshape(b, -1, x.shape[-1])                             # [B, M, D]
-    hidden = F.gelu(torch.einsum("bmd,khd->bkmh", flat, wd.to(x.dtype)) + bd.to(x.dtype)[None, :, None, :])
+    act = ACTIVATIONS[instances[0].activation]
+    hidden = act(torch.einsum("bmd,khd->bkmh", flat, wd.to(x.dtype)) + bd.to(x.dtype)[None, :, None, :])
+    hidden = instances[0].dropout(hidden)
     coef = weights.to(x.dtype) * s                                   # [B, K]
     out = torch.einsum("bkmh,koh,bk->bmo", hidden, wu.to(x.dtype), coef) + (coef @ bu.to(x.dtype))[:, None, :]
     return out.reshape(*x.shape[:-1], out.shape[-1])
@@ -76,13 +87,21 @@ class AdapterLayer(PETLayer):
     module returning a tuple (HF attention) gets the delta on its first element.
     """
 
-    def __init__(self, base, routing, d_in: int, d_out: int, bottleneck: int, scale, mode: str):
+    def __init__(self, base, routing, d_in: int, d_out: int, bottleneck: int, scale, mode: str,
+                 activation: str = "gelu", dropout: float = 0.0, tap: nn.Module | None = None):
         super().__init__(base, routing)
         self.d_in, self.d_out, self.bottleneck, self.scale_value, self.mode = d_in, d_out, bottleneck, scale, mode
+        self.activation, self.dropout = activation, dropout
+        self._tapped = None
+        if tap is not None:  # feed the adapter what enters ``tap`` (e.g. the residual stream before a norm)
+            tap.register_forward_pre_hook(self._tap)
+
+    def _tap(self, module, args):
+        self._tapped = args[0]
 
     def new_instance(self):
         d_in = self.d_out if self.mode == "sequential" else self.d_in
-        return AdapterModule(d_in, self.d_out, self.bottleneck, self.scale_value)
+        return AdapterModule(d_in, self.d_out, self.bottleneck, self.scale_value, self.activation, self.dropout)
 
     def delta(self, x: torch.Tensor, how) -> torch.Tensor:
         channels_first = x.dim() == 4
@@ -93,12 +112,13 @@ class AdapterLayer(PETLayer):
         return out.permute(0, 3, 1, 2) if channels_first else out
 
     def forward(self, x, *args, **kwargs):
+        tapped, self._tapped = self._tapped, None
         out = self.base(x, *args, **kwargs)
         how = self.route()
         if how is None:
             return out
         main = out[0] if isinstance(out, tuple) else out
-        feed = x if self.mode == "parallel" else main
+        feed = (tapped if tapped is not None else x) if self.mode == "parallel" else main
         main = main + self.delta(feed, how)
         return (main, *out[1:]) if isinstance(out, tuple) else main
 
@@ -117,7 +137,14 @@ def build(model, name: str, module, config: AdapterConfig, routing, fam: str) ->
     mode = config.mode or ("sequential" if fam == "cnn" else "parallel")
     if mode == "parallel" and fam == "cnn" and d_in != d_out:
         raise ClpeftError(f"{name} changes width {d_in}→{d_out}; a parallel adapter cannot sit beside it, use mode: sequential")
-    return AdapterLayer(module, routing, d_in, d_out, config.bottleneck, config.scale, mode)
+    tap = None
+    if config.position == "mlp_residual":
+        if mode != "parallel" or config.targets:
+            raise ClpeftError("position mlp_residual is a parallel adapter placed by blocks; drop mode/targets")
+        block = model.get_submodule(name.rsplit(".", 1)[0])
+        tap, d_in = block.norm2, d_out  # the residual stream has the block's width
+    return AdapterLayer(module, routing, d_in, d_out, config.bottleneck, config.scale, mode, config.activation,
+                        config.dropout, tap)
 
 
 KIND = register_pet(PETKind("adapter", AdapterConfig, targets, build, "bottleneck adapter beside attention/MLP (or after CNN blocks)"))
