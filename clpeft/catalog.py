@@ -27,6 +27,9 @@ STRATEGIES = {
     "l2p": "L2P(++): a pool of prefix prompts, each sample's top-k by key similarity",
     "dualprompt": "DualPrompt: a general prompt plus one expert prompt per experience, chosen per sample",
     "coda_prompt": "CODA-Prompt: prompts as attention-weighted sums of orthogonal components",
+    "aper": "APER: first-experience PET adaptation, then prototypes of [pretrained ‖ adapted] features",
+    "ranpac": "RanPAC: first-experience adaptation, random projection and a closed-form ridge head",
+    "slca": "SLCA: slow learner with classifier alignment from class Gaussians",
 }
 DATASETS = {
     "digits": (True, 10, "scikit-learn's 8x8 digits, 1,797 images"),

@@ -3,8 +3,8 @@
 What a method author needs: ``CLStrategy``, ``Phase``, ``Prediction``, ``register`` and ``option``.
 """
 from clpeft.evaluation.prediction import Prediction
-from clpeft.strategies import (avalanche_baselines, coda_prompt, dualprompt, exssnet, finetune, jare,  # noqa: F401
-                               joint, l2p, lae, linear_probe, prototype, wa)
+from clpeft.strategies import (aper, avalanche_baselines, coda_prompt, dualprompt, exssnet, finetune,  # noqa: F401
+                               jare, joint, l2p, lae, linear_probe, prototype, ranpac, slca, wa)
 from clpeft.strategies.base import STRATEGIES, CLStrategy, Phase, TrainSettings, get_strategy, register
 from clpeft.utils.typed import option
 

@@ -1,15 +1,16 @@
 """Prototype classifier on the frozen backbone (SimpleCIL-style): no training at all.
 
 After each experience the head's new rows become the mean L2-normalised feature of each new class
-(training images, no augmentation), and classification is by cosine similarity to those prototypes.
-Old prototypes never change, so the only forgetting comes from classes that crowd each other in
-feature space.
+(training images, no augmentation; accumulated in float64 by :class:`~clpeft.models.class_stats.ClassStatistics`),
+and classification is by cosine similarity to those prototypes. Old prototypes never change, so the only
+forgetting comes from classes that crowd each other in feature space.
 """
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from clpeft.models.class_stats import ClassStatistics
 from clpeft.strategies.base import CLStrategy, register
 from clpeft.utils.typed import option
 
@@ -24,6 +25,9 @@ class Prototype(CLStrategy):
     class Options:
         temperature: float = option(0.1, "cosine logits are divided by this", gt=0.0)
 
+    def setup(self):
+        self.stats = ClassStatistics(self.model.head.in_features, self.model.head.num_classes)
+
     def before_experience(self):
         self.model.head.cosine = True
         self.model.head.temperature = self.options.temperature
@@ -31,9 +35,15 @@ class Prototype(CLStrategy):
     @torch.no_grad()
     def after_experience(self):
         """Each new class's head row = its mean normalised feature."""
-        start, end = self.current_classes.start, self.current_classes.stop
         features, labels = self.extract_features(self.experience_data)
-        features = F.normalize(features, dim=-1)
-        sums = torch.zeros(end - start, features.shape[1], device=features.device).index_add_(0, labels - start, features)
-        counts = torch.bincount(labels - start, minlength=end - start).clamp_min(1).to(sums.dtype)
-        self.model.head.chunks[-1].weight.copy_(sums / counts.unsqueeze(1))
+        self.stats.add(F.normalize(features, dim=-1), labels)
+        means = self.stats.means()[self.current_classes.start:self.current_classes.stop]
+        chunk = self.model.head.chunks[-1]
+        chunk.weight.copy_(means.to(chunk.weight))
+
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "stats": self.stats.state_dict()}
+
+    def load_resume_state(self, state, model_state, train_stream):
+        super().load_resume_state(state, model_state, train_stream)
+        self.stats.load_state_dict(state["stats"])

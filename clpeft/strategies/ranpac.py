@@ -54,7 +54,9 @@ class RanPAC(CLStrategy):
         return super().phases() if self.pet is not None else []  # no PET: nothing to adapt
 
     def trainable_parameters(self):
-        return (list(self.pet.parameters()) if self.pet is not None else []) + list(self.cosine.parameters())
+        if self.pet is None:  # nothing to adapt: the pretrained features feed the projection directly
+            return []
+        return list(self.pet.parameters()) + list(self.cosine.parameters())
 
     def training_logits(self, x):
         with self.autocast():

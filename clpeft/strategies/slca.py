@@ -1,0 +1,150 @@
+"""SLCA (Zhang et al., ICCV 2023): a Slow Learner and Classifier Alignment.
+
+- **Slow learner**: every experience fine-tunes the backbone (or its PET) with a learning rate
+  ``backbone_lr_scale`` × that of the head (0.01 by default), with the cross-entropy over the current
+  experience's classes; each experience gets its own head chunk and earlier chunks are frozen (SGD's weight
+  decay cannot shrink them).
+- **Class statistics**: after training, each new class's mean and covariance (+ ``covariance_ridge``·I) of its
+  training features (test-time transforms, eval mode), in float64; never recomputed later (they go stale as the
+  backbone drifts, as in the paper).
+- **Classifier alignment** (experience ≥ 1): every head chunk trains for ``ca_epochs`` on features sampled from
+  the class Gaussians, ``ca_samples`` per class per epoch with class c's mean scaled by 0.9 + 0.1·(t_c + 1)/(T + 1)
+  (older classes' means shrink a little); logits divided by the mean over experiences of each experience's logit
+  norm and by ``ca_tau`` (logit normalisation); SGD, cosine schedule. The aligned head is evaluated; the next
+  experience trains from the head as it was before alignment (the paper's backup/recall).
+
+Sampling uses a generator seeded by the run's seed and the experience, so runs and resumes are reproducible.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from clpeft.models.class_stats import ClassStatistics
+from clpeft.strategies.base import CLStrategy, register
+from clpeft.utils.typed import option
+
+
+@register("slca")
+class SLCA(CLStrategy):
+    trains = "pet"  # every weight without a PET (the paper), the PET with one
+    loss_scope = "current"
+
+    @dataclass
+    class Options:
+        backbone_lr_scale: float = option(0.01, "backbone (or PET) learning rate as a fraction of train.lr", ge=0.0)
+        milestones: list[int] | None = option(None, "MultiStepLR epochs of the slow learner (paper: 18 of 20)")
+        lr_decay: float = option(0.1, "MultiStepLR factor", gt=0.0)
+        ca_epochs: int = option(5, "epochs of classifier alignment (0: none)", ge=0)
+        ca_lr: float = option(0.01, "learning rate of classifier alignment", gt=0.0)
+        ca_samples: int = option(256, "features sampled per class and epoch", ge=1)
+        ca_tau: float | None = option(0.1, "logit-normalisation temperature (null: plain logits)", gt=0.0)
+        ca_weight_decay: float = option(5e-4, "weight decay of classifier alignment", ge=0.0)
+        covariance_ridge: float = option(1e-4, "added to each class covariance's diagonal", gt=0.0)
+
+    def setup(self):
+        dim = self.model.backbone.num_features
+        self.stats = ClassStatistics(dim, self.model.head.num_classes, class_second_moments=True)
+        self.class_experience: dict[int, int] = {}
+        self.unaligned = None  # the head before the last alignment: the next experience trains from it
+
+    # ------------------------------------------------------------------ slow learner
+    def before_experience(self):
+        if self.unaligned is not None:
+            with torch.no_grad():
+                for chunk, state in zip(self.model.head.chunks, self.unaligned):
+                    for name, value in state.items():
+                        getattr(chunk, name).copy_(value)
+            self.unaligned = None
+
+    def trainable_parameters(self):
+        body = list(self.pet.parameters()) if self.pet is not None else list(self.model.backbone.parameters())
+        head = list(self.model.head.chunks[-1].parameters()) if len(self.model.head.chunks) else []
+        return body + head
+
+    def optimizer_groups(self, params):
+        head = {id(p) for p in self.model.head.parameters()}
+        lr = self.settings.lr
+        return [{"params": [p for p in params if id(p) not in head], "lr": lr * self.options.backbone_lr_scale},
+                {"params": [p for p in params if id(p) in head], "lr": lr}]
+
+    def make_scheduler(self, optimizer, phase):
+        if self.options.milestones:
+            return torch.optim.lr_scheduler.MultiStepLR(optimizer, self.options.milestones, gamma=self.options.lr_decay)
+        return super().make_scheduler(optimizer, phase)
+
+    # ------------------------------------------------------------------ statistics and alignment
+    def after_experience(self):
+        features, labels = self.extract_features(self.experience_data)
+        self.stats.add(features, labels)
+        for c in self.current_classes:
+            self.class_experience[c] = self.experience_index
+        if self.experience_index >= 1 and self.options.ca_epochs > 0:
+            self.unaligned = [{k: v.detach().clone() for k, v in chunk.state_dict().items()} for chunk in self.model.head.chunks]
+            self.align()
+
+    def _gaussians(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(scaled mean, Cholesky factor of the covariance) per seen class, float64."""
+        T = self.experience_index
+        out = []
+        for c in range(self.model.head.num_seen):
+            mean, cov = self.stats.gaussian(c, self.options.covariance_ridge)
+            scale = 0.9 + 0.1 * (self.class_experience[c] + 1) / (T + 1)
+            out.append((mean * scale, torch.linalg.cholesky(cov)))
+        return out
+
+    def align(self) -> None:
+        o = self.options
+        seen = self.model.head.num_seen
+        generator = torch.Generator().manual_seed(self.seed * 1000 + 500 + self.experience_index)
+        gaussians = self._gaussians()
+        params = list(self.model.head.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        optimizer = torch.optim.SGD(params, lr=o.ca_lr, momentum=0.9, weight_decay=o.ca_weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.ca_epochs)
+        bounds = [0] + [r.stop for r in self._experience_ranges()]
+        was_training = self.model.training
+        self.model.eval()
+        for _ in range(o.ca_epochs):
+            x = torch.cat([mean + torch.randn(o.ca_samples, len(mean), generator=generator, dtype=torch.float64) @ chol.T
+                           for mean, chol in gaussians]).float()
+            y = torch.arange(seen).repeat_interleave(o.ca_samples)
+            order = torch.randperm(len(y), generator=generator)
+            x, y = x[order].to(self.device), y[order].to(self.device)
+            for i in range(math.ceil(len(y) / o.ca_samples)):
+                xb, yb = x[i * o.ca_samples:(i + 1) * o.ca_samples], y[i * o.ca_samples:(i + 1) * o.ca_samples]
+                logits = self.model.head(xb)[:, :seen]
+                if o.ca_tau is not None:
+                    norms = torch.stack([logits[:, a:b].norm(dim=-1) + 1e-7 for a, b in zip(bounds[:-1], bounds[1:])], 1)
+                    logits = logits / norms.mean(1, keepdim=True) / o.ca_tau
+                loss = F.cross_entropy(logits, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+        self.model.train(was_training)
+        for p in params:
+            p.requires_grad_(False)
+
+    def _experience_ranges(self) -> list[range]:
+        starts, ranges = 0, []
+        for chunk in self.model.head.chunks:
+            ranges.append(range(starts, starts + chunk.out_features))
+            starts += chunk.out_features
+        return ranges
+
+    # ------------------------------------------------------------------ records and resume
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "stats": self.stats.state_dict(),
+                "class_experience": {str(c): t for c, t in self.class_experience.items()},
+                "unaligned": self.unaligned}
+
+    def load_resume_state(self, state, model_state, train_stream):
+        super().load_resume_state(state, model_state, train_stream)
+        self.stats.load_state_dict(state["stats"])
+        self.class_experience = {int(c): t for c, t in state["class_experience"].items()}
+        self.unaligned = state["unaligned"]
