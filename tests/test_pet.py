@@ -415,3 +415,41 @@ def test_bank_of_many_instances_has_independent_parameters():
     a, b = ctl.state_dict("online"), ctl.state_dict("offline")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not {id(p) for p in ctl.parameters("online")} & {id(p) for p in ctl.parameters("offline")}
+
+
+def test_adaptformer_adapter_sits_beside_the_mlp_fed_the_residual_stream():
+    """position mlp_residual: block(x) = x' + mlp(norm2(x')) + s·up(dropout(ReLU(down(x')))) with x' the
+    residual stream after attention (AdaptFormer, as APER and RanPAC use it)."""
+    model = make_vit()
+    x = vit_input()
+    ref = outputs(model, x)
+    ctl = inject_pet(model, AdapterConfig(blocks=(1,), position="mlp_residual", bottleneck=4, activation="relu",
+                                          dropout=0.1, scale=0.1))
+    model.eval()  # the new instance is created in training mode
+    assert torch.equal(outputs(model, x), ref)  # up is zero at init
+    _randomize(ctl)
+    block = model.blocks[1]
+    inst = ctl.layers["blocks.1.mlp"].instances["default"]
+    with torch.no_grad():
+        h = model.blocks[0](model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x)))))
+        mid = h + block.attn(block.norm1(h))
+        adapt = 0.1 * inst.up(torch.relu(inst.down(mid)))
+        expected = mid + block.mlp.base(block.norm2(mid)) + adapt
+        assert torch.allclose(block(h), expected, atol=1e-5)
+    model.train()
+    a, b = model(x), model(x)
+    assert not torch.equal(a, b)  # dropout acts while training
+
+
+def test_every_shipped_scenario_resolves_for_each_of_its_strategies():
+    from clpeft.config import SCENARIOS_DIR, load_scenario, resolve
+    from clpeft.strategies import get_strategy
+
+    for path in sorted(SCENARIOS_DIR.glob("*.yaml")):
+        scenario = load_scenario(str(path))
+        for strategy in list(scenario.get("strategies") or {}) or [scenario.get("strategy", "finetune")]:
+            cls = get_strategy(strategy)
+            own = (scenario["strategies"].get(strategy) or {}).get("pet") if scenario.get("strategies") else None
+            pet = None if own or not cls.requires_pet else cls.accepts_pet[0]  # as `clpeft run … --pet KIND`
+            config = resolve(scenario, strategy=strategy, pet=pet)
+            assert config.strategy == strategy, path.name
