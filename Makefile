@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text pretrained-baselines gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -52,6 +52,9 @@ jare: setup
 
 jare-text: setup
 	$(SWEEP) examples/sweeps/jare_text.yaml
+
+pretrained-baselines: setup
+	$(SWEEP) examples/sweeps/pretrained_baselines.yaml
 
 # On a GPU machine: the digits table on cuda, fp32 and bf16 (reports/gpu), and the CUDA tests.
 gpu: setup

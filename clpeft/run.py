@@ -91,7 +91,17 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
         evaluator=evaluator, seed=config.seed,
         in_memory=stream.in_memory, progress=progress, options=options, n_experiences=stream.n_experiences,
     )
+    strategy.batch_augment, strategy.batch_eval_transform = stream.batch_train_transform, stream.batch_eval_transform
+    if config.train.compile != "off":  # the backbone only: heads grow, and strategies call into the backbone
+        model.backbone = compiled(model.backbone, config.train.compile)
     return Built(stream, model, pet, strategy, device)
+
+
+def compiled(module: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``torch.compile`` in ``mode``; ``eager`` captures graphs without generating code (a cheap check)."""
+    if mode == "eager":
+        return torch.compile(module, backend="eager")
+    return torch.compile(module, mode=mode)
 
 
 @dataclass
@@ -105,6 +115,7 @@ class History:
     R_routing: list = field(default_factory=list)  # share of each experience's samples routed to it
     train_times: list = field(default_factory=list)
     eval_times: list = field(default_factory=list)
+    checkpoint_times: list = field(default_factory=list)
 
     def add(self, row: EvalRow) -> None:
         self.R.append(row.accuracy)
@@ -173,7 +184,8 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
     def evaluate(predict=predict, order=None):
         model.eval()  # BatchNorm statistics and dropout as at test time; strategy.train() switches back
         given_task = strategy.predict_given_task if strategy.task_conditioned else None
-        return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order, given_task)
+        return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order, given_task,
+                               max(2, config.train.num_workers))
 
     if saved is None:
         row = evaluate()
@@ -205,9 +217,10 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
                 after_experience(i, strategy, stream)
             distributed.assert_in_sync(model, strategy.resume_state(), f"after experience {i}")
             if writer:
-                save_checkpoint(out_dir, {"run_id": config.run_id, "experience": i, "model": model.state_dict(),
-                                          "strategy": strategy.resume_state(), "rng": rng_state(),
-                                          "history": history.state()})
+                with timer(history.checkpoint_times):
+                    save_checkpoint(out_dir, {"run_id": config.run_id, "experience": i, "model": model.state_dict(),
+                                              "strategy": strategy.resume_state(), "rng": rng_state(),
+                                              "history": history.state()})
             completed = i
     except KeyboardInterrupt:
         raise Interrupted(completed, out_dir) from None
@@ -222,6 +235,7 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
     runtime = {
         "train_seconds_per_experience": [round(t, 3) for t in history.train_times],
         "eval_seconds_per_experience": [round(t, 3) for t in history.eval_times],
+        "checkpoint_seconds_per_experience": [round(t, 3) for t in history.checkpoint_times],
         "train_seconds_total": round(sum(history.train_times), 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",

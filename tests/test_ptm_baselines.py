@@ -9,8 +9,9 @@ from clpeft.streams.stream import ContinualStream
 
 @pytest.fixture
 def ptm_scenario(fast_scenario):
-    fast_scenario["train"].update(epochs=2, lr=0.01, optimizer="sgd")
-    fast_scenario["strategies"] = {"ranpac": {"options": {"projection": 300}}}
+    fast_scenario["train"].update(epochs=1, lr=0.01, optimizer="sgd")
+    lenet = {"backbone": "lenet", "pretrained": False}  # cheap where no PET needs the ViT
+    fast_scenario["strategies"] = {"ranpac": {"options": {"projection": 300}}, "slca": {"model": lenet}}
     return fast_scenario
 
 
@@ -73,7 +74,7 @@ def test_resume_gives_the_same_results_file(tmp_path, ptm_scenario, strategy, pe
 
 
 def test_slca_aligns_the_head_for_evaluation_and_trains_on_from_the_unaligned_one(ptm_scenario):
-    ptm_scenario["strategies"] = {"slca": {"options": {"ca_epochs": 2, "ca_samples": 16}}}
+    ptm_scenario["strategies"]["slca"]["options"] = {"ca_epochs": 2, "ca_samples": 16}
     stream, model, _, s, _ = build(resolve(ptm_scenario, strategy="slca"))
     s.train(stream.train_stream[0])
     assert s.unaligned is None  # nothing to align with one experience

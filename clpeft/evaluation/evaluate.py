@@ -28,7 +28,7 @@ class EvalRow:
 @torch.no_grad()
 def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: ContinualStream, num_seen: int,
                     device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None,
-                    predict_given_task: Callable | None = None) -> EvalRow:
+                    predict_given_task: Callable | None = None, num_workers: int = 2) -> EvalRow:
     """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0).
     ``predict_given_task(x, task_ids)``: task-IL logits of a model conditioned on the true experience
     (e.g. its mask); without it the task-IL row restricts the class-IL logits."""
@@ -44,9 +44,11 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
     correct_views: dict[str, np.ndarray] = {}
     routed = None
     learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)  # ranges are in order: the first `learned`
-    for x, y, e in stream.eval_batches(batch_size, seed, order):
+    for x, y, e in stream.eval_batches(batch_size, seed, order, num_workers):
         counts += np.bincount(e.numpy(), minlength=T)
         x = x.to(device, non_blocking=True)
+        if stream.batch_eval_transform is not None:  # uint8 images resized on the device
+            x = stream.batch_eval_transform(x)
         out = predict(x)
         logits, views = (out, {}) if isinstance(out, torch.Tensor) else (out.logits, out.views)
         logits = logits.float().cpu()

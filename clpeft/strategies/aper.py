@@ -17,52 +17,37 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from clpeft.evaluation.prediction import Prediction
 from clpeft.models.class_stats import ClassStatistics
-from clpeft.models.heads import CosineLinear, PrototypeHead
-from clpeft.strategies.base import CLStrategy, register
+from clpeft.models.heads import PrototypeHead
+from clpeft.strategies.base import register
+from clpeft.strategies.first_session import FirstSessionAdaptation
 from clpeft.utils.typed import option
 
 
 @register("aper")
-class APER(CLStrategy):
-    trains = "pet"
-    trains_in = "first"
+class APER(FirstSessionAdaptation):
     requires_pet = True
-    accepts_pet = ("adapter", "lora", "prefix", "prompt")
 
     @dataclass
     class Options:
         concat: bool = option(True, "prototypes over [pretrained ‖ adapted] features (false: adapted only)")
 
     def setup(self):
+        super().setup()
         dim = self.model.backbone.num_features
         width = 2 * dim if self.options.concat else dim
-        self.cosine = CosineLinear(dim, self.model.head.num_classes)  # sized for the first experience at its start
         self.prototypes = PrototypeHead(width, self.model.head.num_classes)
         self.stats = ClassStatistics(width, self.model.head.num_classes)
-        self.model.extras["aper_cosine"] = self.cosine
         self.model.extras["aper_prototypes"] = self.prototypes
-
-    def trainable_parameters(self):
-        return list(self.pet.parameters()) + list(self.cosine.parameters())
-
-    def training_logits(self, x):
-        with self.autocast():
-            return self.cosine(self.model.features(x))[:, :self.current_classes.stop]
-
-    def training_loss(self, logits, y, x):
-        return F.cross_entropy(logits.float(), y)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         adapted = self.model.features(x).float()
         return torch.cat([self.frozen_features(x), adapted], dim=1) if self.options.concat else adapted
 
     def after_experience(self):
-        for p in self.trainable_parameters():  # adapted once: from now on the backbone never changes
-            p.requires_grad_(False)
+        self.freeze_adaptation()
         feats, labels = self.extract_features(self.experience_data, features=self.features)
         self.stats.add(feats, labels)
         new = torch.tensor(list(self.current_classes))
@@ -79,5 +64,3 @@ class APER(CLStrategy):
     def load_resume_state(self, state, model_state, train_stream):
         super().load_resume_state(state, model_state, train_stream)
         self.stats.load_state_dict(state["stats"])
-        for p in self.trainable_parameters():
-            p.requires_grad_(False)

@@ -101,6 +101,11 @@ class TrainSettings(Settings):
     schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase; "
                                        "cosine_quarter: lr·cos(0.495π·e/(E−1)), CODA-Prompt's)", choices=SCHEDULES)
     grad_clip_norm: float | None = option(None, "clip the gradient norm to this value (null: no clipping)", gt=0.0)
+    num_workers: int = option(0, "data-loading worker processes for image files and test batches (0: in-process)", ge=0)
+    pin_memory: bool = option(False, "page-locked host batches (faster copies to a GPU)")
+    fused_optimizer: bool = option(False, "the optimizer's fused kernel (one launch per step; CUDA)")
+    compile: str = option("off", "torch.compile the backbone (eager: graph capture only, for checking)",
+                          choices=("off", "default", "reduce-overhead", "max-autotune", "eager"))
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":
@@ -250,6 +255,9 @@ class CLStrategy(SupervisedTemplate):
         self.epoch = 0
         self.scheduler = None
         self.training_log: list[dict] = []  # one entry per (experience, phase, epoch): mean loss and steps
+        self.batch_augment = None  # set by the run when the stream augments batches on the device
+        self.batch_eval_transform = None
+        self._augment_generator = None
         self.epoch_listeners: list = []  # called with each new training_log entry (live loggers)
         self._phases: list[Phase] = []
         placeholder = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=settings.lr)
@@ -516,8 +524,11 @@ class CLStrategy(SupervisedTemplate):
         feats, labels = [], []
         for batch in DataLoader(dataset, batch_size=batch_size or self.settings.eval_batch_size, shuffle=False,
                                 num_workers=0):
+            x = batch[0].to(self.device)
+            if self.batch_eval_transform is not None:
+                x = self.batch_eval_transform(x)
             with self.autocast():
-                feats.append(features(batch[0].to(self.device)).float())
+                feats.append(features(x).float())
             labels.append(torch.as_tensor(batch[1]).to(self.device))
         self.model.train(was_training)
         return torch.cat(feats), torch.cat(labels).long()
@@ -551,12 +562,13 @@ class CLStrategy(SupervisedTemplate):
             params = [nn.Parameter(torch.zeros(1, device=self.device))]  # nothing to train (closed-form methods)
         lr = self.phase.lr if self.phase is not None and self.phase.lr is not None else s.lr
         groups = self.optimizer_groups(params) if self.phase is not None else [{"params": params}]
+        fused = {"fused": True} if s.fused_optimizer else {}
         if s.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay)
+            self.optimizer = torch.optim.SGD(groups, lr=lr, momentum=s.momentum, weight_decay=s.weight_decay, **fused)
         elif s.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=s.weight_decay)
+            self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=s.weight_decay, **fused)
         else:
-            self.optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=s.weight_decay)
+            self.optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=s.weight_decay, **fused)
         self.optimized_param_id = {id(p) for p in params}  # tells Avalanche not to rebuild it again
         self.scheduler = self.make_scheduler(self.optimizer, self.phase) if self.phase is not None else None
 
@@ -618,6 +630,8 @@ class CLStrategy(SupervisedTemplate):
 
     def forward(self):
         if self.is_training:
+            if self.batch_augment is not None:  # the stream's augmentation, batched on the device
+                self.mbatch[0] = self.batch_augment(self.mb_x, self._augment_generator)
             return self.training_logits(self.mb_x)
         with self.autocast():
             return self.model(self.mb_x)
@@ -694,6 +708,10 @@ class CLStrategy(SupervisedTemplate):
     def make_train_dataloader(self, num_workers=0, shuffle=True, pin_memory=None, persistent_workers=False,
                               drop_last=False, **kwargs):
         generator = torch.Generator().manual_seed(self.seed * 1000 + self.clock.train_exp_counter)
+        if self.batch_augment is not None:  # its own seeded stream of crops and flips, on the device
+            self._augment_generator = torch.Generator(device=self.device).manual_seed(
+                self.seed * 1000 + self.clock.train_exp_counter + 7)
+        num_workers, pin_memory = self.settings.num_workers, self.settings.pin_memory
         if not self.in_memory and distributed.world_size() > 1:
             batches = GlobalBatches(len(self.adapted_dataset), self.settings.batch_size, generator,
                                     self.settings.drop_last)
@@ -703,11 +721,13 @@ class CLStrategy(SupervisedTemplate):
             return
         if not self.in_memory or not self.tensor_batches:
             return super().make_train_dataloader(num_workers=num_workers, shuffle=shuffle, pin_memory=pin_memory,
-                                                 persistent_workers=persistent_workers,
+                                                 persistent_workers=persistent_workers and num_workers > 0,
                                                  drop_last=self.settings.drop_last, **kwargs)
         from clpeft.streams.stream import materialize
 
         x, y = materialize(self.adapted_dataset)
+        if self.batch_augment is not None:  # uint8 images: keep the experience on the device, copy nothing per step
+            x, y = x.to(self.device), y.to(self.device)
         t = torch.full_like(y, int(self.experience.task_label))
         self.dataloader = TensorBatches((x, y, t), self.settings.batch_size, generator, self.settings.drop_last)
         self._batches = self.dataloader.batches

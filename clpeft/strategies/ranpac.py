@@ -18,20 +18,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from clpeft.evaluation.prediction import Prediction
 from clpeft.models.class_stats import RIDGE_CANDIDATES, ClassStatistics, choose_ridge_lambda, ridge_solve
-from clpeft.models.heads import CosineLinear, RidgeHead
-from clpeft.strategies.base import CLStrategy, register
+from clpeft.models.heads import RidgeHead
+from clpeft.strategies.base import register
+from clpeft.strategies.first_session import FirstSessionAdaptation
 from clpeft.utils.typed import option
 
 
 @register("ranpac")
-class RanPAC(CLStrategy):
-    trains = "pet"
-    trains_in = "first"
-    accepts_pet = ("adapter", "lora", "prefix", "prompt")  # none: the frozen backbone's features (no phase 1)
+class RanPAC(FirstSessionAdaptation):
+    """Without a PET the frozen backbone's features feed the projection directly (no phase 1)."""
 
     @dataclass
     class Options:
@@ -40,34 +38,17 @@ class RanPAC(CLStrategy):
                                           "choosing λ (the rest scores it)", gt=0.0, lt=1.0)
 
     def setup(self):
+        super().setup()
         dim = self.model.backbone.num_features
         n = self.model.head.num_classes
         self.generator = torch.Generator().manual_seed(self.seed * 1000 + 12345)
-        self.cosine = CosineLinear(dim, n)
         self.ridge = RidgeHead(dim, n, self.options.projection, self.generator)
         self.stats = ClassStatistics(self.options.projection or dim, n, gram=True)
         self.lambdas: list[float] = []
-        self.model.extras["ranpac_cosine"] = self.cosine
         self.model.extras["ranpac_ridge"] = self.ridge
 
-    def phases(self):
-        return super().phases() if self.pet is not None else []  # no PET: nothing to adapt
-
-    def trainable_parameters(self):
-        if self.pet is None:  # nothing to adapt: the pretrained features feed the projection directly
-            return []
-        return list(self.pet.parameters()) + list(self.cosine.parameters())
-
-    def training_logits(self, x):
-        with self.autocast():
-            return self.cosine(self.model.features(x))[:, :self.current_classes.stop]
-
-    def training_loss(self, logits, y, x):
-        return F.cross_entropy(logits.float(), y)
-
     def after_experience(self):
-        for p in self.trainable_parameters():
-            p.requires_grad_(False)
+        self.freeze_adaptation()
         H, y = self.extract_features(self.experience_data, features=lambda x: self.ridge.expand(self.model.features(x)))
         H, y = H.cpu(), y.cpu()
         self.stats.add(H, y)
@@ -95,5 +76,3 @@ class RanPAC(CLStrategy):
         super().load_resume_state(state, model_state, train_stream)
         self.stats.load_state_dict(state["stats"])
         self.lambdas = list(state["lambdas"])
-        for p in self.trainable_parameters():
-            p.requires_grad_(False)

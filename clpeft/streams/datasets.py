@@ -196,7 +196,7 @@ class _CifarUnpickler(pickle.Unpickler):
 
 
 def load_cifar100(root: str | Path | None = None, download: bool = False, image_size: int = 224,
-                  augmentation: str = "resized_crop", **_):
+                  augmentation: str = "resized_crop", device_augment: bool = False, **_):
     """CIFAR-100 from ``root/cifar-100-python`` (torchvision's layout); ``download=True`` fetches it when online."""
     if root is None:
         raise ClpeftError("cifar100 needs a data root; set stream.root in the scenario or pass --data-root DIR")
@@ -222,6 +222,10 @@ def load_cifar100(root: str | Path | None = None, download: bool = False, image_
         with open(path, "rb") as fh:
             entry = _CifarUnpickler(fh, encoding="latin1").load()
         images = torch.from_numpy(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy())
+        if device_augment:  # the stream crops and resizes whole batches on the device
+            data = TensorImageDataset(images, entry["fine_labels"])
+            data.uint8_images = True
+            return data
         return _CifarImages(images, entry["fine_labels"], image_transforms(train, image_size, augmentation))
 
     return read("train", True), read("test", False), InputSpec(channels=3, size=image_size)

@@ -42,6 +42,8 @@ class StreamConfig(Settings):
     dirichlet_alpha: float = option(0.1, "concentration of dirichlet test batches", gt=0.0)
     augmentation: str = option("resized_crop", "training augmentation of online image sets (cifar: PyCIL's 32-px pipeline)",
                                choices=("resized_crop", "cifar"))
+    device_augment: bool = option(False, "keep the images in memory as uint8 and crop, flip and resize whole batches on "
+                                         "the device (cifar100 with resized_crop)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,6 +132,8 @@ class ContinualStream:
     original_class_order: list[int]
     config: StreamConfig
     in_memory: bool = False
+    batch_train_transform: object = None  # (uint8 batch, generator) -> float batch, on the device
+    batch_eval_transform: object = None   # uint8 batch -> float batch, on the device
     _test_cache: tuple | None = field(default=None, repr=False)
 
     @property
@@ -166,7 +170,7 @@ class ContinualStream:
             self._test_cache = (torch.cat(xs), y, self.experience_of_label(y))
         return self._test_cache
 
-    def eval_batches(self, batch_size: int, seed: int, order: str | None = None) -> Iterator[tuple]:
+    def eval_batches(self, batch_size: int, seed: int, order: str | None = None, num_workers: int = 2) -> Iterator[tuple]:
         """Batches of (x, y, experience) over the whole test set, in ``order`` (see :func:`eval_permutation`)."""
         order = order or self.config.eval_order
         cached = self.test_set()
@@ -181,7 +185,8 @@ class ContinualStream:
         labels = torch.cat([torch.as_tensor(list(d.targets)) for d in datasets]).long()
         perm = eval_permutation(labels, batch_size, order, seed, self.config.dirichlet_alpha)
         dataset = torch.utils.data.Subset(torch.utils.data.ConcatDataset(datasets), perm.tolist())
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=2):
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                persistent_workers=False, pin_memory=torch.cuda.is_available()):
             x, y = batch[0], batch[1]
             yield x, y, self.experience_of_label(y)
 
@@ -203,7 +208,20 @@ def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
     from avalanche.benchmarks import nc_benchmark
 
     train, test, input_spec = spec.loader(root=config.root, download=config.download, image_size=config.image_size,
-                                          augmentation=config.augmentation)
+                                          augmentation=config.augmentation, device_augment=config.device_augment)
+    batch_train = batch_eval = None
+    if config.device_augment:
+        if not getattr(train, "uint8_images", False):
+            raise ClpeftError(f"stream.device_augment keeps uint8 images on the device; {config.dataset} does not "
+                              "provide them (cifar100 does)")
+        if config.augmentation != "resized_crop":
+            raise ClpeftError("stream.device_augment implements augmentation: resized_crop; drop one of them")
+        from functools import partial
+
+        from clpeft.streams.device_augment import center_crop_resize, random_resized_crop
+
+        batch_train = partial(_train_crop, random_resized_crop, config.image_size)
+        batch_eval = partial(center_crop_resize, size=config.image_size)
     num_classes = len(set(train.targets))
     sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
     if config.class_order is not None:
@@ -226,7 +244,12 @@ def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
     return ContinualStream(
         name=config.dataset, benchmark=benchmark, input_spec=input_spec, class_ranges=ranges,
         original_class_order=order, config=config, in_memory=bool(getattr(train, "in_memory", False)),
+        batch_train_transform=batch_train, batch_eval_transform=batch_eval,
     )
+
+
+def _train_crop(crop, size, images, generator):
+    return crop(images, size, generator)
 
 
 def stream_from_benchmark(benchmark, name: str, input_spec: InputSpec, config: StreamConfig | None = None) -> ContinualStream:
