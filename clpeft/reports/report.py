@@ -351,13 +351,19 @@ def runs_csv(results: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- figures
+MARKERS = ("o", "s", "^", "D", "v", "P")
+HATCHES = ("", "//", "..", "xx", "\\\\", "++")
+
+
 def colours(labels: list[str]) -> dict:
-    """One colour per method label, the same in every figure of the report."""
+    """One style per method label, the same in every figure of the report: a colour, and beyond 20 labels also
+    a marker (curves) and a hatch (bars), so no two methods look alike."""
     import matplotlib
 
     unique = sorted(set(labels))
     cmap = matplotlib.colormaps["tab10" if len(unique) <= 10 else "tab20"]
-    return {label: cmap(i % cmap.N) for i, label in enumerate(unique)}
+    return {label: {"color": cmap(i % cmap.N), "marker": MARKERS[(i // cmap.N) % len(MARKERS)],
+                    "hatch": HATCHES[(i // cmap.N) % len(HATCHES)]} for i, label in enumerate(unique)}
 
 
 def _save(fig, out: Path, stem: str) -> list[str]:
@@ -391,8 +397,9 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
     for row in rows:
         mean, std = row.curve
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, mean * 100, marker="o", label=row.label, color=palette[row.label])
-        ax.fill_between(x, (mean - std) * 100, (mean + std) * 100, alpha=0.15, color=palette[row.label])
+        style = palette[row.label]
+        ax.plot(x, mean * 100, marker=style["marker"], label=row.label, color=style["color"])
+        ax.fill_between(x, (mean - std) * 100, (mean + std) * 100, alpha=0.15, color=style["color"])
     ax.set(xlabel="experiences learned", ylabel="accuracy on all seen classes (%)", title=section, ylim=(0, 100))
     ax.set_xticks(np.arange(1, T + 1))
     ax.grid(alpha=0.3)
@@ -414,8 +421,9 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
                 for j in range(i + 1):
                     ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if R[i, j] < 55 else "black")
-        title = row.label if len(row.label) <= 34 else row.label[:32] + "…"
-        ax.set_title(title, fontsize=8)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(row.label, 36)[:3]), fontsize=7)
         ax.set_xlabel("test experience j", fontsize=8)
         ax.set_ylabel("after training i", fontsize=8)
         ax.set_xticks(range(R.shape[1]))
@@ -434,8 +442,8 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
     for k, row in enumerate(rows):
         mean, std = row.forgetting
         x = np.arange(len(mean)) + k * width - 0.4 + width / 2
-        ax.bar(x, mean * 100, width, yerr=std * 100, capsize=2, label=row.label, color=palette[row.label],
-               error_kw={"elinewidth": 0.8})
+        ax.bar(x, mean * 100, width, yerr=std * 100, capsize=2, label=row.label, color=palette[row.label]["color"],
+               hatch=palette[row.label]["hatch"], error_kw={"elinewidth": 0.8})
     ax.set(xlabel="experience j (all but the last)", ylabel="forgetting, max − last (%)", title=section)
     ax.set_xticks(np.arange(max(T - 1, 1)))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -445,25 +453,32 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
     files += _save(fig, out, f"{tag}_forgetting")
     plt.close(fig)
 
-    # training loss per epoch (mean over seeds), experience boundaries marked
+    # training loss per epoch (mean over seeds); experience e spans [e, e + 1) whatever its epoch count
     with_loss = [row for row in rows if all(r.get("training") for r in row.runs)]
     if with_loss:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-        boundaries = set()
         for row in with_loss:
             curves = [[e["loss"] for e in r["training"]] for r in row.runs]
             length = min(map(len, curves))
             mean = np.mean([c[:length] for c in curves], axis=0)
             std = np.std([c[:length] for c in curves], axis=0)
-            x = np.arange(1, length + 1)
-            ax.plot(x, mean, label=row.label, color=palette[row.label], lw=1.2)
-            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=palette[row.label])
-            exps = [e["experience"] for e in row.runs[0]["training"][:length]]
-            boundaries |= {i + 0.5 for i in range(1, length) if exps[i] != exps[i - 1]}
-        for b in sorted(boundaries):
+            entries = row.runs[0]["training"][:length]
+            per_exp = {}
+            for e in entries:
+                per_exp[e["experience"]] = per_exp.get(e["experience"], 0) + 1
+            seen: dict = {}
+            x = []
+            for e in entries:
+                k = seen.get(e["experience"], 0)
+                seen[e["experience"]] = k + 1
+                x.append(e["experience"] + (k + 0.5) / per_exp[e["experience"]])
+            style = palette[row.label]
+            ax.plot(x, mean, label=row.label, color=style["color"], lw=1.2, marker=style["marker"], markersize=2.5)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=style["color"])
+        for b in range(1, T):
             ax.axvline(b, color="grey", lw=0.5, ls=":")
-        ax.set(xlabel="epoch (dotted: a new experience)", ylabel="mean training loss", title=section)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="experience (its epochs spread across it)", ylabel="mean training loss", title=section)
+        ax.set_xticks(np.arange(T) + 0.5, [str(i) for i in range(T)])
         ax.grid(alpha=0.3)
         _legend(fig, ax, len(with_loss))
         files += _save(fig, out, f"{tag}_loss")
