@@ -161,3 +161,25 @@ def test_l2p_batch_vote_is_a_labelled_option_that_gives_every_sample_the_same_pr
     assert (index == index[0]).all()
     per_sample = build(resolve(prompt_scenario, strategy="l2p")).strategy
     assert not (per_sample._select(x)[0] == per_sample._select(x)[0][0]).all()
+
+
+def test_cosine_quarter_gives_the_learning_rates_codas_scheduler_logs():
+    """The rates CODA-Prompt's CosineSchedule (K = 10, base 0.001) printed per epoch in the parity runs: its
+    constructor leaves last_epoch at -1, so the first two epochs share the full rate."""
+    from types import SimpleNamespace
+
+    from clpeft.strategies.base import CLStrategy, Phase
+
+    logged = [0.001, 0.001, 0.0009851093261547738, 0.0009408807689542254, 0.0008686315144381912,
+              0.0007705132427757892, 0.0006494480483301837, 0.0005090414157503712, 0.00035347484377925713,
+              0.00018738131458572452]
+    strategy = CLStrategy.__new__(CLStrategy)
+    strategy.settings = SimpleNamespace(schedule="cosine_quarter")
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.001)
+    scheduler = strategy.make_scheduler(optimizer, Phase("train", 10))
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx(logged, rel=1e-9)

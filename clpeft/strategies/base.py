@@ -99,7 +99,7 @@ class TrainSettings(Settings):
                              choices=LOSS_SCOPES)
     drop_last: bool = option(False, "drop the last incomplete training batch")
     schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase; "
-                                       "cosine_quarter: lr·cos(0.495π·e/(E−1)), CODA-Prompt's)", choices=SCHEDULES)
+                                       "cosine_quarter: CODA-Prompt's, lr·cos(0.495π·max(e−1, 0)/(E−1)) in epoch e)", choices=SCHEDULES)
     grad_clip_norm: float | None = option(None, "clip the gradient norm to this value (null: no clipping)", gt=0.0)
     num_workers: int = option(0, "data-loading worker processes for image files and test batches (0: in-process)", ge=0)
     pin_memory: bool = option(False, "page-locked host batches (faster copies to a GPU)")
@@ -374,8 +374,11 @@ class CLStrategy(SupervisedTemplate):
         if self.settings.schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(phase.epochs, 1))
         if self.settings.schedule == "cosine_quarter":
+            # as CODA-Prompt's scheduler runs: its constructor leaves last_epoch at -1, so epochs 0 and 1 both
+            # train at the full rate and the last epoch at cos(0.495π·(E−2)/(E−1)), never near 0
             last = max(phase.epochs - 1, 1)
-            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: math.cos(0.495 * math.pi * e / last))
+            return torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda e: math.cos(0.495 * math.pi * max(e - 1, 0) / last))
         return None
 
     def start_phase(self) -> None:
