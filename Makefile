@@ -70,6 +70,8 @@ bench: setup
 	$(PY) benchmarks/jare_cost.py
 	$(PY) benchmarks/sweep_scaling.py
 	$(PY) benchmarks/cli_latency.py
+	$(PY) benchmarks/prompt_pool_cost.py
+	$(PY) benchmarks/class_stats_cost.py
 
 clean:
 	rm -rf runs
