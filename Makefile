@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints/ci.txt
 setup: $(STAMP)
 
 test: setup
-	$(PY) -m pytest tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -n 2 --dist loadfile
 
 demo: setup
 	$(VENV)/bin/clpeft sweep examples/sweeps/demo.yaml --engine local

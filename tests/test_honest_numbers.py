@@ -88,7 +88,8 @@ def test_a_ten_by_one_stream_is_refused_or_learns_for_every_strategy(name, lenet
     that learn without gradients) run; a B2-Inc1 stream runs every strategy whose loss sees ≥ 2 classes."""
     lenet_scenario["stream"] = {"dataset": "digits", "n_experiences": 10}
     cls = STRATEGIES[name]
-    pet = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask"}.get(name)
+    pet = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask",
+           "aper": "adapter"}.get(name)
     lenet_scenario["train"]["epochs"] = 2  # LAE's warm-up leaves it one epoch
     if cls.training_experiences(10):
         with pytest.raises(ClpeftError, match="the loss is identically 0 and nothing can learn"):
