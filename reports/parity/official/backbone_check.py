@@ -1,5 +1,5 @@
 """The two backbones are one: the official VisionTransformer loaded with the shared weights gives clpeft's features."""
-import sys, torch, numpy as np
+import sys, torch
 sys.path.insert(0, "/tmp/coda")
 torch.set_num_threads(1)
 torch.Tensor.cuda = lambda self, *a, **k: self

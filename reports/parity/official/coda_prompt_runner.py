@@ -6,10 +6,9 @@ import argparse, json, random, sys
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 sys.path.insert(0, "/tmp/coda")
 torch.Tensor.cuda = lambda self, *a, **k: self.clone() if self.requires_grad else self  # CPU: a copy, as .cuda() makes
-import models  # noqa
+import models  # noqa: F401  (registers the official model zoo)
 import learners  # noqa
 from models import zoo
 from models import vit as coda_vit
@@ -42,16 +41,8 @@ def tiny_init(self, num_classes=10, pt=False, prompt_flag=False, prompt_param=No
 zoo.ViTZoo.__init__ = tiny_init
 
 # the shared digits stream: sklearn digits, stratified 80/20 (random_state 0), 8x8 -> 32x32 bilinear, 5 x 2, order 0..9
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-d = load_digits()
-idx_tr, idx_te = train_test_split(np.arange(len(d.target)), test_size=0.2, stratify=d.target, random_state=0)
-idx_tr.sort(); idx_te.sort()
-def tensors(idx):
-    x = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-    return (x - 0.5) / 0.5, torch.tensor(d.target[idx], dtype=torch.long)
-xtr, ytr = tensors(idx_tr); xte, yte = tensors(idx_te)
+from shared_digits import digits32
+xtr, ytr, xte, yte = digits32()
 tasks = [[2 * t, 2 * t + 1] for t in range(5)]
 
 config = {"num_classes": 10, "lr": args.lr, "debug_mode": False, "momentum": 0.9, "weight_decay": 0.0,
