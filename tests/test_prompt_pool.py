@@ -135,6 +135,7 @@ def test_coda_components_are_orthonormal_when_drawn_and_frozen_after_their_exper
 
 def test_dualprompt_uses_the_task_id_in_training_only_and_predicts_per_sample(prompt_scenario):
     stream, model, _, s, _ = build(resolve(prompt_scenario, strategy="dualprompt"))
+    assert [pool.keys.shape[0] for pool in s.experts] == [2, 2, 2]  # one E-prompt per experience: no untrained key
     for exp in stream.train_stream:
         s.train(exp)
     model.eval()

@@ -10,7 +10,7 @@ first blocks and one E(xpert)-prompt per experience in the next ones, chosen per
 - The prefixes are laid out per head as prefix tuning requires (keys and values of each sample its own;
   the reshape-for-permute mix-up of several DualPrompt ports cannot happen: a test runs each sample alone).
 
-Defaults are CODA-Prompt's CIFAR-100 settings: E pool 10 (one per experience), E length 20 in blocks 2-4,
+Defaults are CODA-Prompt's CIFAR-100 settings: one E-prompt per experience (10 there), E length 20 in blocks 2-4,
 G length 6 in blocks 0-1, prompts and keys from U[0, 1). The routed E-prompt of the first E block is
 recorded as the task inferred (the task-inference column of the report).
 """
@@ -36,7 +36,8 @@ class DualPrompt(CLStrategy):
 
     @dataclass
     class Options:
-        pool_size: int = option(10, "E-prompts per block (at least one per experience)", ge=1)
+        pool_size: int | None = option(None, "E-prompts per block (null: one per experience, the method's pool; "
+                                             "more leaves untrained keys competing at test time)", ge=1)
         e_length: int = option(20, "tokens per E-prompt, half keys and half values (even)", ge=2)
         g_length: int = option(6, "tokens of the G-prompt, half keys and half values (even; 0: none)", ge=0)
         e_blocks: list[int] = option(default_factory=lambda: [2, 3, 4], doc="blocks with E-prompts")
@@ -48,9 +49,15 @@ class DualPrompt(CLStrategy):
     @classmethod
     def check_run(cls, options, settings, experience_sizes) -> None:
         super().check_run(options, settings, experience_sizes)
-        if experience_sizes and len(experience_sizes) > options.pool_size:
+        if experience_sizes and options.pool_size is not None and len(experience_sizes) > options.pool_size:
             raise ClpeftError(f"dualprompt trains one E-prompt per experience: {len(experience_sizes)} experiences "
                               f"need options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size})")
+
+    def pool_size(self) -> int:
+        if self.options.pool_size is None and self.n_experiences is None:
+            raise ClpeftError("dualprompt sizes its E-prompt pool by the stream's length, which is unknown here: "
+                              "set options.pool_size")
+        return self.options.pool_size or self.n_experiences
 
     def setup(self):
         o = self.options
@@ -58,7 +65,7 @@ class DualPrompt(CLStrategy):
         dim = net.num_features
         self.general = (PromptPool(net, 1, o.g_length, o.g_blocks, dim, init=init, keys=False)
                         if o.g_length and o.g_blocks else None)
-        self.experts = [PromptPool(net, o.pool_size, o.e_length, [b], dim, init=init) for b in o.e_blocks]
+        self.experts = [PromptPool(net, self.pool_size(), o.e_length, [b], dim, init=init) for b in o.e_blocks]
         if self.general is not None:
             self.model.extras["dualprompt_general"] = self.general
             self.general.pet.activate("p0")
@@ -70,8 +77,8 @@ class DualPrompt(CLStrategy):
         return [p for pool in pools for p in pool.parameters_of()] + list(self.model.head.parameters())
 
     def before_experience(self):
-        if self.experience_index >= self.options.pool_size:
-            raise ClpeftError(f"dualprompt has {self.options.pool_size} E-prompts; experience {self.experience_index} "
+        if self.experience_index >= self.pool_size():
+            raise ClpeftError(f"dualprompt has {self.pool_size()} E-prompts; experience {self.experience_index} "
                               "needs one more (raise options.pool_size)")
 
     def training_logits(self, x):
