@@ -137,6 +137,9 @@ def test_health_verdicts():
     assert assess_health(0.8, 10, 360, flat)["status"] == "ok"  # a good result needs no falling loss
     forgot = assess_health(0.11, 10, 360, fine)  # learned (the loss fell) yet ends at chance
     assert forgot["status"] == "at_chance" and "is at chance" in forgot["reasons"][0]
+    # a run with test-time adaptation is judged on the trained model's own accuracy, and the reason says which
+    tta = assess_health(0.11, 10, 360, fine, "final accuracy before test-time adaptation")
+    assert tta["reasons"][0].startswith("final accuracy before test-time adaptation 11.0 % is at chance")
     stuck = assess_health(0.11, 10, 360, flat)  # at chance and nothing learned
     assert stuck["status"] == "diverged" and "no training phase lowered its loss" in stuck["reasons"][0]
     rising = fine + [{"experience": 1, "phase": "train", "epoch": 0, "steps": 9, "loss": 30.0, "first_step_loss": 2.0}]

@@ -63,11 +63,13 @@ def chance_threshold(num_classes: int, n_test: int) -> float:
     return p + 2.0 * math.sqrt(p * (1 - p) / max(n_test, 1))
 
 
-def assess_health(final_accuracy: float, num_classes: int, n_test: int, training: list[dict]) -> dict:
+def assess_health(final_accuracy: float, num_classes: int, n_test: int, training: list[dict],
+                  measured: str = "final accuracy") -> dict:
     """``{"status": "ok" | "at_chance" | "diverged", "reasons": [...]}``, so that no run that failed to learn is
     averaged silently. ``diverged``: some phase's loss ended far above where it started, or the final accuracy
     is at chance and no phase's loss fell (training did not learn). ``at_chance``: the loss fell but the final
-    accuracy is still at chance (everything forgotten, or an evaluation that does not match training)."""
+    accuracy is still at chance (everything forgotten, or an evaluation that does not match training).
+    ``measured`` names the accuracy judged, when it is not the one the results headline."""
     reasons, status = [], "ok"
     phases: dict = {}
     for entry in training:
@@ -84,7 +86,7 @@ def assess_health(final_accuracy: float, num_classes: int, n_test: int, training
             fell = True
     threshold = chance_threshold(num_classes, n_test)
     if final_accuracy <= threshold:
-        reasons.append(f"final accuracy {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
+        reasons.append(f"{measured} {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
                        f"{num_classes} classes; ≤ {100 * threshold:.1f} % counts as chance on {n_test} test samples)"
                        + ("" if fell or not phases else " and no training phase lowered its loss"))
         if status == "ok":
