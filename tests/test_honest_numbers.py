@@ -166,15 +166,19 @@ def test_a_run_that_cannot_learn_is_marked_diverged_in_results_sweep_and_report(
     assert again["skipped"] == 2 and any(r.get("health") == "diverged" for r in again["records"])
 
 
-SLOW = """
+HELD = """
+import os
 import time
 from clpeft.strategies import register
 from clpeft.strategies.finetune import Finetune
 
-@register("slow_finetune")
-class SlowFinetune(Finetune):
-    def after_epoch(self):
-        time.sleep(0.2)
+@register("held_finetune")
+class HeldFinetune(Finetune):
+    def before_experience(self):
+        super().before_experience()
+        deadline = time.time() + 120
+        while self.experience_index >= 1 and os.path.exists(HOLD) and time.time() < deadline:
+            time.sleep(0.05)  # held after experience 0's checkpoint until the test presses Ctrl-C
 """
 
 
@@ -183,8 +187,10 @@ def test_ctrl_c_says_how_far_the_run_got_and_how_to_continue(tmp_path, lenet_sce
     import _thread
     import threading
 
-    plugin = tmp_path / "slow.py"
-    plugin.write_text(SLOW)
+    hold = tmp_path / "hold"
+    hold.touch()
+    plugin = tmp_path / "held.py"
+    plugin.write_text(f"HOLD = {str(hold)!r}\n" + HELD)
     lenet_scenario["train"]["epochs"] = 5
     path = write(tmp_path, lenet_scenario)
     out = tmp_path / "run"
@@ -197,12 +203,13 @@ def test_ctrl_c_says_how_far_the_run_got_and_how_to_continue(tmp_path, lenet_sce
 
     watcher = threading.Thread(target=interrupt_after_the_first_checkpoint, daemon=True)
     watcher.start()
-    code = main(["run", str(path), "--import", str(plugin), "--strategy", "slow_finetune", "--quiet", "--out", str(out)])
+    code = main(["run", str(path), "--import", str(plugin), "--strategy", "held_finetune", "--quiet", "--out", str(out)])
     watcher.join()
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and len(err) == 1, err
     assert err[0].startswith("clpeft: interrupted after experience 0") and f"--resume --out {out}" in err[0]
     assert not (out / "results.json").exists() and (out / "checkpoint.pt").exists()
-    assert main(["run", str(path), "--import", str(plugin), "--strategy", "slow_finetune", "--quiet", "--out", str(out),
+    hold.unlink()
+    assert main(["run", str(path), "--import", str(plugin), "--strategy", "held_finetune", "--quiet", "--out", str(out),
                  "--resume"]) == 0
     assert (out / "results.json").exists()
