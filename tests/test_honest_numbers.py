@@ -185,6 +185,7 @@ class HeldFinetune(Finetune):
 def test_ctrl_c_says_how_far_the_run_got_and_how_to_continue(tmp_path, lenet_scenario, capsys):
     """Ctrl-C (here: an interrupt of the main thread once experience 0 is checkpointed) exits 130 with one line."""
     import _thread
+    import signal
     import threading
 
     hold = tmp_path / "hold"
@@ -201,10 +202,17 @@ def test_ctrl_c_says_how_far_the_run_got_and_how_to_continue(tmp_path, lenet_sce
             time.sleep(0.01)
         _thread.interrupt_main()
 
-    watcher = threading.Thread(target=interrupt_after_the_first_checkpoint, daemon=True)
-    watcher.start()
-    code = main(["run", str(path), "--import", str(plugin), "--strategy", "held_finetune", "--quiet", "--out", str(out)])
-    watcher.join()
+    # Ctrl-C as a terminal delivers it: Python's own SIGINT handler (an earlier test in this process, e.g. one that
+    # starts Ray or torchrun workers, may have replaced it, and interrupt_main does nothing without it)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        watcher = threading.Thread(target=interrupt_after_the_first_checkpoint, daemon=True)
+        watcher.start()
+        code = main(["run", str(path), "--import", str(plugin), "--strategy", "held_finetune", "--quiet", "--out",
+                     str(out)])
+        watcher.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and len(err) == 1, err
     assert err[0].startswith("clpeft: interrupted after experience 0") and f"--resume --out {out}" in err[0]
