@@ -15,7 +15,8 @@ import csv
 import html
 import io
 import json
-from collections import defaultdict
+import textwrap
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -421,8 +422,6 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
                 for j in range(i + 1):
                     ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if R[i, j] < 55 else "black")
-        import textwrap
-
         ax.set_title("\n".join(textwrap.wrap(row.label, 36)[:3]), fontsize=7)
         ax.set_xlabel("test experience j", fontsize=8)
         ax.set_ylabel("after training i", fontsize=8)
@@ -463,15 +462,10 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
             mean = np.mean([c[:length] for c in curves], axis=0)
             std = np.std([c[:length] for c in curves], axis=0)
             entries = row.runs[0]["training"][:length]
-            per_exp = {}
-            for e in entries:
-                per_exp[e["experience"]] = per_exp.get(e["experience"], 0) + 1
-            seen: dict = {}
-            x = []
-            for e in entries:
-                k = seen.get(e["experience"], 0)
-                seen[e["experience"]] = k + 1
-                x.append(e["experience"] + (k + 0.5) / per_exp[e["experience"]])
+            per_exp, seen, x = Counter(e["experience"] for e in entries), Counter(), []
+            for e in entries:  # the k-th of an experience's n epochs sits at experience + (k + 0.5) / n
+                x.append(e["experience"] + (seen[e["experience"]] + 0.5) / per_exp[e["experience"]])
+                seen[e["experience"]] += 1
             style = palette[row.label]
             ax.plot(x, mean, label=row.label, color=style["color"], lw=1.2, marker=style["marker"], markersize=2.5)
             ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=style["color"])
