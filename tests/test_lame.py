@@ -61,7 +61,7 @@ def test_batch_of_one_returns_the_model_softmax():
 
 @pytest.mark.parametrize("affinity", ["knn", "rbf", "linear"])
 def test_no_nan_on_degenerate_batches(affinity):
-    cfg = LAMEConfig(affinity=affinity)
+    cfg = LAMEConfig(affinity=affinity, knn=5)
     same = torch.ones(6, 4)                       # identical features: rbf σ = 0
     p = F.softmax(torch.randn(6, 5), 1)
     p[:, 4] = 0.0                                 # a class nobody predicts (absent from the batch)
@@ -92,6 +92,10 @@ def test_nonsense_settings_get_a_clear_error(fast_scenario):
         LAMEConfig(affinity="cosine")
     with pytest.raises(ClpeftError, match="knn"):
         LAMEConfig(knn=0)
+    with pytest.raises(ClpeftError, match="knn must be ≥ 2 with the rbf affinity"):
+        LAMEConfig(affinity="rbf", knn=1)  # σ = 0: LAME would silently change nothing
+    with pytest.raises(ClpeftError, match="batch_size"):
+        LAMEConfig(batch_size=1)
     with pytest.raises(ClpeftError, match="sigma_floor"):
         LAMEConfig(sigma_floor=0.0)
     with pytest.raises(ClpeftError, match="unknown test-time"):
@@ -105,7 +109,7 @@ def test_run_with_lame_reports_every_eval_order_with_and_without(fast_scenario):
     fast_scenario["train"]["eval_batch_size"] = 50  # the last batch is partial
     results = run(resolve(fast_scenario, strategy="linear_probe", tta="lame"))
     rows = results["final_accuracy_by_eval_order"]
-    ttas = ("none", "lame", "lame[affinity=knn]", "lame[affinity=linear]")  # configured rbf, then the others
+    ttas = ("none", "lame", "lame[official]", "lame[affinity=linear]")  # configured kNN, the official rbf, linear
     assert {(r["eval_order"], r["tta"]) for r in rows} == {(o, t) for o in ("iid", "class_grouped", "dirichlet")
                                                           for t in ttas}
     none = {r["eval_order"]: r["final_accuracy"] for r in rows if r["tta"] == "none"}
@@ -128,7 +132,7 @@ def test_avalanche_plugin_replaces_the_eval_outputs(fast_scenario):
             super().after_eval_forward(strategy, **kwargs)
             outputs.setdefault("pairs", []).append((raw, strategy.mb_output.clone(), self._features.clone()))
 
-    plugin = Grab(LAMEConfig(affinity="knn"))
+    plugin = Grab(LAMEConfig(affinity="knn", knn=3, batch_size=1000))  # one group: the whole evaluation batch
     strategy.plugins.append(plugin)
     strategy.eval([stream.test_stream[0]])
     raw, corrected, feats = outputs["pairs"][0]
@@ -136,3 +140,51 @@ def test_avalanche_plugin_replaces_the_eval_outputs(fast_scenario):
     expected = lame_assignments(F.softmax(raw[:, :seen], 1), feats, plugin.config)
     assert torch.allclose(F.softmax(corrected[:, :seen], 1), expected, atol=1e-5)
     assert plugin._hook is None  # removed after evaluation
+
+
+def test_evaluation_batches_are_corrected_in_groups_of_the_lame_batch_size():
+    """LAME sees online batches of ``batch_size`` whatever the evaluation batch: the pairwise term grows with the
+    group (rbf and linear row sums), so a 256-sample evaluation batch must not become one LAME batch."""
+    g = torch.Generator().manual_seed(3)
+    logits, feats = torch.randn(40, 4, generator=g), torch.randn(40, 6, generator=g)
+    cfg = LAMEConfig(affinity="rbf", knn=5, batch_size=16)
+    groups = [lame_assignments(F.softmax(logits[i:i + 16], 1), feats[i:i + 16], cfg) for i in (0, 16, 32)]
+    got = F.softmax(corrected_logits(logits, feats, 4, cfg), 1)
+    assert torch.allclose(got, torch.cat(groups), atol=1e-6)
+    whole = lame_assignments(F.softmax(logits, 1), feats, cfg)
+    assert not torch.allclose(got, whole, atol=1e-3)  # one group of 40 is another correction
+
+
+def synthetic_test_set(n_per_class=40, classes=10, seed=0):
+    """Features in noisy class clusters, and logits whose softmax is roughly calibrated (about 70 % right)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    centres = 2.0 * torch.randn(classes, 16, generator=g)
+    feats = centres[y] + 1.0 * torch.randn(len(y), 16, generator=g)
+    logits = 1.5 * F.one_hot(y, classes).float() + 1.0 * torch.randn(len(y), classes, generator=g)
+    return logits, feats, y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_lame_helps_grouped_batches_and_costs_nothing_on_iid(seed):
+    """The default settings do what LAME is for: class-grouped and Dirichlet batches gain, i.i.d. batches lose
+    at most a point (the official rbf k = 5 on the same i.i.d. batches is the contrast it was chosen against)."""
+    from clpeft.streams.stream import eval_permutation
+
+    logits, feats, y = synthetic_test_set(seed=seed)
+
+    def accuracy(order, cfg):
+        perm = eval_permutation(y, 64, order, seed, 0.1)
+        hits = 0
+        for start in range(0, len(y), 64):
+            idx = perm[start:start + 64]
+            out = logits[idx] if cfg is None else corrected_logits(logits[idx], feats[idx], 10, cfg)
+            hits += int((out.argmax(1) == y[idx]).sum())
+        return hits / len(y)
+
+    base = accuracy("iid", None)
+    default = LAMEConfig()
+    assert accuracy("class_grouped", default) > base + 0.02
+    assert accuracy("dirichlet", default) > base + 0.01
+    assert accuracy("iid", default) > base - 0.01
+    assert accuracy("iid", LAMEConfig(affinity="rbf", knn=5)) < base - 0.1  # the official default on i.i.d. batches
