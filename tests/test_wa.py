@@ -85,3 +85,38 @@ def test_memory_settings_are_checked():
         ExemplarMemory(memory_size=None, memory_per_class=None)
     with pytest.raises(ClpeftError, match="at least 1"):
         ExemplarMemory(memory_size=0)
+
+
+def test_aligning_moves_predictions_back_to_old_classes_when_new_rows_are_larger():
+    """WA's premise: a head trained on imbalanced data grows the new rows' norms, which out-votes old classes by
+    norm alone; aligning the norms gives those samples back to their (old) classes."""
+    from clpeft.models.heads import IncrementalHead, align_new_class_norms
+
+    g = torch.Generator().manual_seed(0)
+    head = IncrementalHead(8, 4)
+    old, new = head.grow(2), head.grow(2)
+    with torch.no_grad():
+        directions = F.normalize(torch.randn(4, 8, generator=g), dim=1)
+        old.weight.copy_(directions[:2]), new.weight.copy_(3.0 * directions[2:])
+        old.bias.zero_(), new.bias.zero_()
+    # old-class samples: near their own direction, but also partly along the new ones
+    x = directions[:2].repeat(50, 1) + 0.6 * directions[2:].sum(0) + 0.3 * torch.randn(100, 8, generator=g)
+    y = torch.arange(2).repeat(50)
+    before = (head(x).argmax(1) == y).float().mean()
+    gamma = align_new_class_norms(head, 2)
+    after = (head(x).argmax(1) == y).float().mean()
+    assert gamma == pytest.approx(1 / 3, rel=1e-5)
+    assert before < 0.5 < after
+
+
+def test_wa_records_how_well_the_model_fits_its_old_exemplars(fast_scenario):
+    """The check that says which regime a WA run is in: the accuracy on the exemplars it trained on."""
+    stream, model, _, strategy, _ = build(wa_config(fast_scenario))
+    for experience in list(stream.train_stream)[:3]:
+        strategy.train(experience)
+    fit = strategy.summary()["exemplar_accuracy"]
+    assert len(fit) == 2 and all(0.0 <= a <= 1.0 for a in fit)
+    assert strategy.report_metrics()["old exemplars fit (last)"] == pytest.approx(100 * fit[-1])
+    logits, labels = strategy.extract_features(strategy.memory.buffer.eval(), features=model)
+    seen = set(labels.tolist())
+    assert seen == set(range(model.head.num_seen))  # the memory after experience 2 holds every seen class
