@@ -167,6 +167,21 @@ def test_a_plugin_that_raises_on_import(tmp_path, capsys):
     assert_one_line_error(capsys, code, "failed to import (RuntimeError: no such thing); fix the file", tmp_path / "o")
 
 
+@pytest.mark.parametrize("body,expected", [
+    ("import sys\nsys.exit(0)\n", "called sys.exit(0) while being imported"),
+    ("import sys\nsys.exit(3)\n", "called sys.exit(3) while being imported"),
+    ("raise KeyboardInterrupt\n", "failed to import (KeyboardInterrupt: ); fix the file"),
+    ("import no_such_package_here\n", "failed to import (ModuleNotFoundError: No module named 'no_such_package_here')"),
+])
+def test_a_plugin_cannot_end_a_run_silently(tmp_path, capsys, body, expected):
+    """Round two, item 2: sys.exit(0) in a plugin made `clpeft run` exit 0 with no output and no run."""
+    plugin = tmp_path / "exits.py"
+    plugin.write_text(body)
+    code = main(["run", str(write_scenario(tmp_path, BASE)), "--import", str(plugin), "--quiet", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert_one_line_error(capsys, code, expected, tmp_path / "o")
+
+
 def test_a_scenario_that_is_a_directory_or_missing(tmp_path, capsys):
     assert_one_line_error(capsys, main(["run", str(tmp_path), "--quiet"]), "is a directory; give a YAML file")
     assert_one_line_error(capsys, main(["run", "no_such_scenario", "--quiet"]), "scenario 'no_such_scenario' not found")

@@ -30,7 +30,6 @@ from clpeft.utils.typed import option
 
 @register("dualprompt")
 class DualPrompt(CLStrategy):
-    trains = "pet"
     accepts_pet = False  # the method owns its prompts
     loss_scope = "current"
 

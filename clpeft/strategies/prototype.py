@@ -20,6 +20,7 @@ class Prototype(CLStrategy):
     trains = "head"
     trains_in = "none"
     accepts_pet = False
+    keeps = ("stats",)
 
     @dataclass
     class Options:
@@ -40,10 +41,3 @@ class Prototype(CLStrategy):
         means = self.stats.means()[self.current_classes.start:self.current_classes.stop]
         chunk = self.model.head.chunks[-1]
         chunk.weight.copy_(means.to(chunk.weight))
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "stats": self.stats.state_dict()}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.stats.load_state_dict(state["stats"])

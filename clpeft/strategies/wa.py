@@ -33,7 +33,7 @@ def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 
 @register("wa")
 class WeightAligning(CLStrategy):
-    trains = "pet"
+    keeps = ("gammas", "memory_fit", "memory")
 
     @dataclass
     class Options:
@@ -105,8 +105,7 @@ class WeightAligning(CLStrategy):
     def freeze_teacher(self) -> None:
         """The model as it is now, frozen: the next experience's distillation target."""
         self.teacher = copy.deepcopy(self.model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.freeze(self.teacher)
 
     def exemplar_accuracy(self) -> float:
         """Accuracy over all seen classes on the old classes' exemplars, which the experience trained on. WA's
@@ -125,14 +124,7 @@ class WeightAligning(CLStrategy):
     def report_metrics(self) -> dict[str, float]:
         return {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
 
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "gammas": list(self.gammas), "memory_fit": list(self.memory_fit),
-                "memory": dict(self.memory.picks)}
-
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        self.gammas = list(state["gammas"])
-        self.memory_fit = list(state["memory_fit"])
-        self.memory.restore(state["memory"], train_stream)
-        if state["head_chunks"]:  # the teacher is the model as it was at the end of the last experience
+    def after_resume(self, train_stream) -> None:
+        self.memory.rebuild(train_stream)
+        if self.model.head.chunks:  # the teacher is the model as it was at the end of the last experience
             self.freeze_teacher()
