@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,10 @@ from clpeft.strategies.batching import GlobalBatches, TensorBatches
 from clpeft.strategies.progress import EpochProgress
 from clpeft.utils.seed import seeded_generator
 from clpeft.utils.typed import is_config
+
+if TYPE_CHECKING:  # annotations only
+    from clpeft.config import TrainSettings
+    from clpeft.strategies.base import Phase
 
 
 def fingerprint(params: list[nn.Parameter]) -> torch.Tensor:
