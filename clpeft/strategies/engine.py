@@ -125,6 +125,10 @@ class Engine(SupervisedTemplate):
         method rebuild what derives from them (``after_resume``)."""
         if not self.resumable:
             raise ClpeftError(f"strategy {self.name} cannot resume (its state lives in Avalanche plugins); rerun it from the start")
+        missing = [key for key in ("head_chunks", "pet_instances", "pet_active", "clock") if key not in state]
+        if missing:
+            raise ClpeftError(f"the checkpoint's strategy state has no {missing[0]!r} (damaged, or written by another "
+                              "version of clpeft); delete checkpoint.pt in the run directory to start over")
         for size in state["head_chunks"][len(self.model.head.chunks):]:
             self.model.head.grow(size)
         if self.pet is not None:

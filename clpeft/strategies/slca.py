@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from clpeft.models.class_stats import ClassStatistics
 from clpeft.strategies.base import CLStrategy, register
-from clpeft.utils.typed import option
+from clpeft.utils.typed import check_milestones, option
 
 
 @register("slca")
@@ -44,6 +44,10 @@ class SLCA(CLStrategy):
         ca_tau: float | None = option(0.1, "logit-normalisation temperature (null: plain logits)", gt=0.0)
         ca_weight_decay: float = option(5e-4, "weight decay of classifier alignment", ge=0.0)
         covariance_ridge: float = option(1e-4, "added to each class covariance's diagonal", gt=0.0)
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        check_milestones(options.milestones, "options.milestones of slca")
 
     def setup(self):
         dim = self.model.backbone.num_features

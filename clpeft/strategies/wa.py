@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from clpeft.models.heads import align_new_class_norms
 from clpeft.strategies.base import CLStrategy, Phase, register
 from clpeft.strategies.memory import ExemplarMemory
-from clpeft.utils.typed import option
+from clpeft.utils.typed import check_milestones, option
 
 
 def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,6 +46,11 @@ class WeightAligning(CLStrategy):
         milestones: list[int] | None = option(None, "MultiStepLR epochs (PyCIL later experiences: 60, 100, 140)")
         first_milestones: list[int] | None = option(None, "MultiStepLR epochs of experience 0 (PyCIL: 60, 120, 170)")
         lr_decay: float = option(0.1, "MultiStepLR factor", gt=0.0)
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        check_milestones(options.milestones, "options.milestones of wa")
+        check_milestones(options.first_milestones, "options.first_milestones of wa")
 
     def setup(self):
         o = self.options
