@@ -79,9 +79,9 @@ def fit_keys(queries: torch.Tensor, slots: int, groups: int, generator: torch.Ge
 
 @register("jare")
 class JARe(CLStrategy):
-    keeps = ("keys", "slot_names")
     """Each experience brings ``slots`` key sets and LoRA increments; a sample mixes its top-k by similarity."""
 
+    keeps = ("keys", "slot_names")
     accepts_pet = ("lora",)  # the scenario places the increments on the attention output projections
     requires_pet = True
     task_conditioned = True

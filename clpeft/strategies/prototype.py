@@ -28,8 +28,7 @@ class Prototype(CLStrategy):
 
     def setup(self):
         self.stats = ClassStatistics(self.model.head.in_features, self.model.head.num_classes)
-
-    def before_experience(self):
+        # a cosine head from the start, so that a resumed run regrows its chunks as cosine (bias-free) too
         self.model.head.cosine = True
         self.model.head.temperature = self.options.temperature
 
