@@ -32,6 +32,7 @@ class RanPAC(FirstSessionAdaptation):
     """Without a PET the frozen backbone's features feed the projection directly (no phase 1)."""
 
     keeps = ("stats", "lambdas")
+
     @dataclass
     class Options:
         projection: int = option(10000, "width M of the random projection (0: ridge on the features themselves)", ge=0)
