@@ -127,7 +127,12 @@ class WeightAligning(CLStrategy):
                 "exemplars_per_class": {int(c): len(d) for c, d in self.memory.classes.items()}}
 
     def report_metrics(self) -> dict[str, float]:
-        return {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
+        """How well the run fits its old exemplars, and at how many aligning steps WA's premise failed: γ > 1 means
+        the new rows came out of training *smaller* than the old ones, so aligning scaled them up (reports/wa)."""
+        metrics = {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
+        if self.gammas:
+            metrics["aligning steps with γ > 1"] = float(sum(g > 1 for g in self.gammas))
+        return metrics
 
     def after_resume(self, train_stream) -> None:
         self.memory.rebuild(train_stream)
