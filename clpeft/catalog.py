@@ -1,8 +1,9 @@
 """What clpeft ships, by name and in one line each, readable without importing torch.
 
 ``clpeft list`` prints from here so it answers at once (torch, timm and Avalanche take many seconds to
-import); the registries themselves live with their code and a test checks that both agree. Strategies are
-read from their files' ``@register`` lines, so a new method edits nothing here.
+import). This is the one source of the built-ins' descriptions (and of the data sets' class counts): the
+registries read them from here when their code registers them, and a test checks that the names agree.
+Strategies are read from their files' ``@register`` lines, so a new method edits nothing here.
 Plugins appear too: entry points by name (not loaded), and ``--import``-ed registrations.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _registered(module: str, attr: str) -> list[str]:
 
 
 def listing() -> list[str]:
-    strategies = sorted(set(builtin_strategies()) | set(_registered("clpeft.strategies.base", "STRATEGIES"))
+    strategies = sorted(set(builtin_strategies()) | set(_registered("clpeft.strategies.registry", "STRATEGIES"))
                         | set(_entry_point_names("clpeft.strategies")))
     datasets = sorted(set(DATASETS) | set(_registered("clpeft.streams.datasets", "DATASETS"))
                       | set(_entry_point_names("clpeft.datasets")))

@@ -121,7 +121,7 @@ def cmd_list(args) -> int:
 
 def list_options(name: str, imports) -> int:
     """A strategy's options with types, defaults and one-line docs."""
-    from clpeft.strategies.base import get_strategy
+    from clpeft.strategies.registry import get_strategy
     from clpeft.utils.typed import describe_fields
 
     cls = get_strategy(name)

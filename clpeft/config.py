@@ -33,8 +33,6 @@ from pathlib import Path
 import yaml
 
 from clpeft.errors import ClpeftError
-from clpeft.streams.stream import StreamConfig
-from clpeft.strategies.base import TrainSettings
 from clpeft.utils.typed import Settings, coerce, dataclass_from_dict, option
 
 SCENARIO_KEYS = {"name", "description", "imports", "stream", "model", "train", "strategy", "strategies", "pets",
@@ -43,6 +41,75 @@ PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings")
 OVERRIDE_SECTIONS = ("train", "model", "stream", "options", "pet", "tta")
 AMP_MODES = ("off", "bf16")
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+LOSS_SCOPES = ("seen", "current")
+SCHEDULES = ("constant", "cosine", "cosine_quarter")
+
+
+EVAL_ORDERS = ("iid", "class_grouped", "dirichlet")
+
+
+@dataclass
+class StreamConfig(Settings):
+    """A named data set cut into experiences."""
+
+    section = "stream"
+
+    dataset: str = option("digits", "registered data set (see `clpeft list`)")
+    n_experiences: int = option(5, "experiences in the stream", ge=1)
+    first_experience_classes: int | None = option(None, "k for a Bk-IncN stream (null: B0, equal experiences)", ge=1)
+    class_order_seed: int | str | None = option("seed", "seed of the class permutation: an integer, `seed` (the "
+                                                        "run's seed) or null (natural order 0..C-1)")
+    class_order: list[int] | None = option(None, "explicit class order (a permutation of the data set's classes)")
+    task_incremental: bool = option(False, "experiences carry task labels (task-IL view)")
+    root: str | None = option(None, "folder holding the data set (online data sets)")
+    download: bool = option(False, "download the data set into root when it is missing (needs internet)")
+    image_size: int = option(224, "side of the images the data set yields (online image sets)", ge=1)
+    eval_order: str = option("iid", "order of test batches", choices=EVAL_ORDERS)
+    dirichlet_alpha: float = option(0.1, "concentration of dirichlet test batches", gt=0.0)
+    augmentation: str = option("resized_crop", "training augmentation of online image sets (cifar: PyCIL's 32-px pipeline)",
+                               choices=("resized_crop", "cifar"))
+    device_augment: bool = option(False, "keep the images in memory as uint8 and crop, flip and resize whole batches on "
+                                         "the device (cifar100 with resized_crop)")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.class_order_seed, str) and self.class_order_seed != "seed":
+            raise ClpeftError(f"stream.class_order_seed must be an integer, `seed` or null, got {self.class_order_seed!r}")
+        if self.class_order is not None and self.class_order_seed not in ("seed", None):
+            raise ClpeftError("give stream.class_order or stream.class_order_seed, not both")
+
+
+@dataclass
+class TrainSettings(Settings):
+    """Optimisation settings shared by every strategy (per-strategy settings go to ``options``)."""
+
+    section = "train"
+
+    epochs: int = option(1, "epochs per experience", ge=0)
+    lr: float = option(1e-3, "learning rate", gt=0.0)
+    batch_size: int = option(32, "training mini-batch size", ge=1)
+    eval_batch_size: int = option(256, "test batch size", ge=1)
+    optimizer: str = option("adam", "optimizer", choices=OPTIMIZERS)
+    weight_decay: float = option(0.0, "weight decay", ge=0.0)
+    momentum: float = option(0.9, "SGD momentum", ge=0.0)
+    loss_scope: str = option("seen", "classes in the cross-entropy: all seen so far, or the current experience's",
+                             choices=LOSS_SCOPES)
+    drop_last: bool = option(False, "drop the last incomplete training batch")
+    schedule: str = option("constant", "learning-rate schedule per epoch (cosine: to 0 over the phase; "
+                                       "cosine_quarter: CODA-Prompt's, lr·cos(0.495π·max(e−1, 0)/(E−1)) in epoch e)", choices=SCHEDULES)
+    grad_clip_norm: float | None = option(None, "clip the gradient norm to this value (null: no clipping)", gt=0.0)
+    num_workers: int = option(0, "data-loading worker processes for image files and test batches (0: in-process)", ge=0)
+    pin_memory: bool = option(False, "page-locked host batches (faster copies to a GPU)")
+    fused_optimizer: bool = option(False, "the optimizer's fused kernel (one launch per step; CUDA)")
+    compile: str = option("off", "torch.compile the backbone (eager: graph capture only, for checking)",
+                          choices=("off", "default", "reduce-overhead", "max-autotune", "eager"))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainSettings":
+        return dataclass_from_dict(cls, values, "training setting", "train")
 
 
 @dataclass
@@ -215,7 +282,7 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
     from clpeft.evaluation.tta import get_tta
     from clpeft.pet.config import get_pet_kind
     from clpeft.plugins import import_plugins
-    from clpeft.strategies.base import get_strategy
+    from clpeft.strategies.registry import get_strategy
 
     imports = list(dict.fromkeys(list(scenario.get("imports") or []) + list(imports or [])))
     import_plugins(imports)

@@ -47,19 +47,31 @@ def import_plugin(spec: str):
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[name] = module
         try:
-            loader_spec.loader.exec_module(module)
+            _guarded(lambda: loader_spec.loader.exec_module(module), f"plugin {path}", "fix the file")
         except ClpeftError:
             del sys.modules[name]
             raise
-        except Exception as exc:  # noqa: BLE001 - the user's file failed: say which and why, in one line
-            del sys.modules[name]
-            raise ClpeftError(f"plugin {path} failed to import ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                              "fix the file") from exc
         return module
     try:
-        return importlib.import_module(spec)
+        return _guarded(lambda: importlib.import_module(spec), f"plugin module {spec!r}", "fix or reinstall it",
+                        passthrough=(ModuleNotFoundError,))
     except ModuleNotFoundError as exc:
         raise ClpeftError(f"plugin module {spec!r} cannot be imported ({exc}); install it or give a file path") from exc
+
+
+def _guarded(load, what: str, fix: str, passthrough: tuple = ()):
+    """Run a plugin's import so that nothing in it can end the run silently: an exception, ``sys.exit`` (even
+    ``sys.exit(0)``) or a stray ``KeyboardInterrupt`` at import becomes one line naming the plugin."""
+    try:
+        return load()
+    except (ClpeftError, *passthrough):
+        raise
+    except SystemExit as exc:
+        raise ClpeftError(f"{what} called sys.exit({exc.code!r}) while being imported, which would end the run "
+                          f"with no result; {fix} (a plugin defines methods, it must not exit)") from None
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the user's code failed: say which and why
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ClpeftError(f"{what} failed to import ({type(exc).__name__}: {detail}); {fix}") from None
 
 
 def import_plugins(specs) -> None:

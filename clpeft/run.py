@@ -24,7 +24,7 @@ from clpeft.evaluation.metrics import running_metrics, summarize
 from clpeft.reports.loggers import RunLoggers
 from clpeft.reports.results import RunResult, assess_health, package_versions, write_results
 from clpeft.streams.stream import EVAL_ORDERS, make_stream
-from clpeft.strategies.base import get_strategy
+from clpeft.strategies.registry import get_strategy
 from clpeft.utils.device import resolve_device
 from clpeft.utils.seed import seed_everything
 

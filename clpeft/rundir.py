@@ -114,11 +114,19 @@ def owned(out_dir: Path | None, writer: bool = True):
     created = preflight(out_dir)
     try:
         with claimed(out_dir):
+            remove_stale_temporaries(out_dir)
             yield
     except BaseException:
         if created and not any(out_dir.iterdir()):
             _remove_if_empty(out_dir)
         raise
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Half-written files (``.NAME.*.tmp``) that a killed run left behind: never read, removed once the directory
+    is ours (the lock is held, so no live writer owns them)."""
+    for tmp in Path(out_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def clear_outputs(out_dir: Path) -> None:

@@ -190,7 +190,7 @@ def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, 
     import torch
 
     from clpeft.run import run
-    from clpeft.strategies.base import get_strategy
+    from clpeft.strategies.registry import get_strategy
 
     from clpeft.plugins import import_plugins
 

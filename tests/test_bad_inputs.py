@@ -113,6 +113,14 @@ CLI_CASES = [
     ("set-no-value", ["--set", "train.lr"], "--set needs KEY=VALUE"),
     ("set-pet-without-pet", ["--set", "pet.rank=4"], "the run has no PET module"),
     ("checkpoint-missing", ["--checkpoint", "__missing__.pth"], "does not exist; check the path"),
+    # round two, item 6: settings that were accepted without a word
+    ("dualprompt-no-e-blocks", ["--strategy", "dualprompt", "--option", "e_blocks=[]"], "at least one block with E-prompts"),
+    ("slca-milestone-negative", ["--strategy", "slca", "--option", "milestones=[-1]"],
+     "options.milestones of slca must be increasing epoch numbers ≥ 1, got [-1]"),
+    ("wa-milestones-unsorted", ["--strategy", "wa", "--option", "milestones=[10, 5]"],
+     "options.milestones of wa must be increasing epoch numbers"),
+    ("lame-rbf-one-neighbour", ["--tta", "lame", "--set", "tta.affinity=rbf"],
+     "tta.lame.knn must be ≥ 2 with the rbf affinity"),
 ]
 
 
@@ -165,6 +173,21 @@ def test_a_plugin_that_raises_on_import(tmp_path, capsys):
     plugin.write_text("raise RuntimeError('no such thing')\n")
     code = main(["run", str(write_scenario(tmp_path, BASE)), "--import", str(plugin), "--quiet", "--out", str(tmp_path / "o")])
     assert_one_line_error(capsys, code, "failed to import (RuntimeError: no such thing); fix the file", tmp_path / "o")
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("import sys\nsys.exit(0)\n", "called sys.exit(0) while being imported"),
+    ("import sys\nsys.exit(3)\n", "called sys.exit(3) while being imported"),
+    ("raise KeyboardInterrupt\n", "failed to import (KeyboardInterrupt: ); fix the file"),
+    ("import no_such_package_here\n", "failed to import (ModuleNotFoundError: No module named 'no_such_package_here')"),
+])
+def test_a_plugin_cannot_end_a_run_silently(tmp_path, capsys, body, expected):
+    """Round two, item 2: sys.exit(0) in a plugin made `clpeft run` exit 0 with no output and no run."""
+    plugin = tmp_path / "exits.py"
+    plugin.write_text(body)
+    code = main(["run", str(write_scenario(tmp_path, BASE)), "--import", str(plugin), "--quiet", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert_one_line_error(capsys, code, expected, tmp_path / "o")
 
 
 def test_a_scenario_that_is_a_directory_or_missing(tmp_path, capsys):
@@ -377,3 +400,62 @@ def test_values_yaml_reads_as_strings_are_taken_when_unambiguous():
     config = resolve(yaml.safe_load("name: x\nstream: {dataset: digits, n_experiences: 2}\ntrain: {lr: 1e-3}\n"))
     assert config.train.lr == 0.001 and isinstance(config.train.lr, float)
     assert resolve(merged(train={"lr": 1})).train.lr == 1.0
+
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda r: r.update(accuracy_matrix=[[0.5, 0.1], [0.4]]), "damaged accuracy_matrix"),
+    (lambda r: r["metrics"].update(final_accuracy="high"), "damaged metric 'final_accuracy'"),
+    (lambda r: r.update(schema_version=99), "has schema_version 99; this clpeft reads"),
+])
+def test_report_on_a_hand_damaged_results_file_lists_it(tmp_path, capsys, damage, expected):
+    """Round two, items 5-6: a ragged matrix (IndexError), a string metric (ValueError) and an unknown schema version
+    (read as if current) are named in the report's unreadable list; the good run still reports."""
+    scenario = write_scenario(tmp_path, BASE)
+    for name in ("good", "bad"):
+        assert main(["run", str(scenario), "--quiet", "--out", str(tmp_path / "runs" / name)]) == 0
+    path = tmp_path / "runs" / "bad" / "results.json"
+    results = json.loads(path.read_text())
+    damage(results)
+    path.write_text(json.dumps(results))
+    assert main(["report", str(tmp_path / "runs"), "-o", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "index.md").read_text()
+    assert "Unreadable results (1" in text and expected in text
+    capsys.readouterr()
+    assert main(["report", str(path), "-o", str(tmp_path / "report2")]) == 2  # alone: one clear line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0]
+
+
+def test_a_stale_temporary_file_is_removed_on_the_next_start(tmp_path):
+    """Round two, item 6: a kill during a checkpoint write left .checkpoint.pt.*.tmp behind for good."""
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / ".checkpoint.pt.x1y2.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert main(["run", str(write_scenario(tmp_path, BASE)), "--quiet", "--out", str(out)]) == 0
+    assert not stale.exists() and (out / "results.json").exists()
+
+
+
+def test_resume_from_a_checkpoint_without_the_head_layout(tmp_path, capsys):
+    """Round two, item 5: a checkpoint of the same run id that lacks the head's chunks gave a KeyError traceback."""
+    from clpeft.checkpoint import CHECKPOINT
+
+    scenario = write_scenario(tmp_path, BASE)
+    out = tmp_path / "o"
+    config_args = ["run", str(scenario), "--quiet", "--out", str(out)]
+
+    def crash(i, strategy, stream):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    from clpeft.config import load_scenario, resolve as resolve_config
+    from clpeft.run import Interrupted, run
+    config = resolve_config(load_scenario(str(scenario)))
+    with pytest.raises(Interrupted):
+        run(config, out_dir=out, after_experience=crash)
+    state = torch.load(out / CHECKPOINT, weights_only=True)
+    del state["strategy"]["head_chunks"]
+    torch.save(state, out / CHECKPOINT)
+    assert_one_line_error(capsys, main([*config_args, "--resume"]), "the checkpoint's strategy state has no 'head_chunks'")

@@ -64,6 +64,14 @@ def test_catalog_lists_exactly_the_registered_built_ins():
         {n: c for n, (_, c, _) in catalog.DATASETS.items()}
     assert set(PET_KINDS) == set(catalog.PET_KINDS)
     assert set(BUILTIN_BACKBONES) | set(TEXT_BACKBONES) == set(catalog.BACKBONES)
+    # one source for the descriptions: the registries carry the catalog's text, not copies of their own
+    from clpeft.evaluation.tta import get_tta
+    from clpeft.models.backbones import BACKBONES
+
+    assert {n: DATASETS[n].description for n in catalog.DATASETS} == {n: d for n, (_, _, d) in catalog.DATASETS.items()}
+    assert {n: k.description for n, k in PET_KINDS.items()} == catalog.PET_KINDS
+    assert {n: BACKBONES[n].description for n in BUILTIN_BACKBONES} == {n: catalog.BACKBONES[n] for n in BUILTIN_BACKBONES}
+    assert {n: get_tta(n).description for n in catalog.TTA} == catalog.TTA
 
 
 def test_a_built_in_method_is_one_file_that_the_package_and_the_catalog_find(tmp_path, monkeypatch):

@@ -16,12 +16,17 @@ def test_wheel_installs_and_runs_a_scenario_away_from_the_source_tree(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "clpeft", src / "clpeft", ignore=shutil.ignore_patterns("__pycache__"))
+    # as a checkout holds them: the YAML in the top-level scenarios/, clpeft/scenarios a link to it
+    assert (ROOT / "clpeft" / "scenarios").is_symlink() and (ROOT / "scenarios" / "digits_b0_inc2.yaml").is_file()
+    shutil.copytree(ROOT / "scenarios", src / "scenarios")
+    shutil.copytree(ROOT / "clpeft", src / "clpeft", symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "dist"), str(src)], check=True, capture_output=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("clpeft-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"clpeft/py.typed", "clpeft/weights/vit_tiny_fmnist.safetensors", "clpeft/scenarios/digits_b0_inc2.yaml"} <= names
+    shipped = {n.split("/")[-1] for n in names if n.startswith("clpeft/scenarios/")}
+    assert shipped == {p.name for p in (ROOT / "scenarios").glob("*.yaml")}  # every scenario, under its name
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
+from clpeft.catalog import TTA as CATALOG_TTA
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
 from clpeft.evaluation.tta import TTAMethod, register_tta
@@ -144,7 +145,7 @@ def variants(config: LAMEConfig) -> list[tuple[str, LAMEConfig]]:
     return out
 
 
-register_tta(TTAMethod("lame", LAMEConfig, with_lame, variants))
+register_tta(TTAMethod("lame", LAMEConfig, with_lame, variants, CATALOG_TTA["lame"]))
 
 
 class LAMEPlugin(SupervisedPlugin):

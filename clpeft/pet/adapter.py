@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clpeft.catalog import PET_KINDS as CATALOG_PET_KINDS
 from clpeft.errors import ClpeftError
 from clpeft.pet.config import PETConfig, PETKind, register_pet
 from clpeft.pet.families import io_features, per_block
@@ -147,4 +148,4 @@ def build(model, name: str, module, config: AdapterConfig, routing, fam: str) ->
                         config.dropout, tap)
 
 
-KIND = register_pet(PETKind("adapter", AdapterConfig, targets, build, "bottleneck adapter beside attention/MLP (or after CNN blocks)"))
+KIND = register_pet(PETKind("adapter", AdapterConfig, targets, build, CATALOG_PET_KINDS["adapter"]))

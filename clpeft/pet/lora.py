@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clpeft.catalog import PET_KINDS as CATALOG_PET_KINDS
 from clpeft.errors import ClpeftError
 from clpeft.pet.config import PETConfig, PETKind, register_pet
 from clpeft.pet.families import per_block, unwrap
@@ -146,4 +147,4 @@ def build(model, name: str, module, config: LoRAConfig, routing, fam: str) -> Lo
     return LoRALayer(module, routing, slices, config.rank, config.alpha)
 
 
-KIND = register_pet(PETKind("lora", LoRAConfig, targets, build, "low-rank update of attention projections (or 1x1 convs)"))
+KIND = register_pet(PETKind("lora", LoRAConfig, targets, build, CATALOG_PET_KINDS["lora"]))

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clpeft.catalog import PET_KINDS as CATALOG_PET_KINDS
 from clpeft.errors import ClpeftError
 from clpeft.pet.config import PETConfig, PETKind, register_pet
 from clpeft.pet.families import per_block
@@ -123,4 +124,4 @@ def build(model, name: str, module, config: PrefixConfig, routing, fam: str) -> 
                                 (config.init_low, config.init_high))
 
 
-KIND = register_pet(PETKind("prefix", PrefixConfig, targets, build, "key/value prefix tokens in ViT attention"))
+KIND = register_pet(PETKind("prefix", PrefixConfig, targets, build, CATALOG_PET_KINDS["prefix"]))

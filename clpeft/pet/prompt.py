@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from clpeft.catalog import PET_KINDS as CATALOG_PET_KINDS
 from clpeft.pet.config import PETConfig, PETKind, register_pet
 from clpeft.pet.families import io_features, per_block
 from clpeft.pet.layers import PETLayer, TokenSet, mixed_tokens
@@ -53,4 +54,4 @@ def build(model, name: str, module, config: PromptConfig, routing, fam: str) -> 
                                 position=int(getattr(model, "num_prefix_tokens", 1)))
 
 
-KIND = register_pet(PETKind("prompt", PromptConfig, targets, build, "prompt tokens inserted into ViT attention inputs"))
+KIND = register_pet(PETKind("prompt", PromptConfig, targets, build, CATALOG_PET_KINDS["prompt"]))

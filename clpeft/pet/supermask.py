@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clpeft.catalog import PET_KINDS as CATALOG_PET_KINDS
 from clpeft.errors import ClpeftError
 from clpeft.pet.config import PETConfig, PETKind, register_pet
 from clpeft.pet.families import selected_blocks, unwrap
@@ -168,4 +169,4 @@ def build(model, name: str, module, config: SupermaskConfig, routing, fam: str) 
     return SupermaskLayer(module, routing, config.sparsity_kept, config.signed_constant)
 
 
-KIND = register_pet(PETKind("supermask", SupermaskConfig, targets, build, "a binary mask per instance over frozen weights"))
+KIND = register_pet(PETKind("supermask", SupermaskConfig, targets, build, CATALOG_PET_KINDS["supermask"]))

@@ -100,8 +100,9 @@ def load_runs(paths) -> Runs:
             runs.unreadable.append((str(path), str(exc)))
     runs.failures = find_failures(paths)
     if not runs.results:
-        raise ClpeftError("no readable results among " + ", ".join(p for p, _ in runs.unreadable)
-                          + "; re-run those experiments")
+        first = runs.unreadable[0][1] if runs.unreadable else "none found"
+        more = f" (and {len(runs.unreadable) - 1} more unreadable)" if len(runs.unreadable) > 1 else ""
+        raise ClpeftError(f"no readable results: {first}{more}")
     return runs
 
 

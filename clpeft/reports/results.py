@@ -135,6 +135,26 @@ def write_results(out_dir: str | Path, results: dict, runtime: dict) -> Path:
         return atomic_write_json(out_dir / "results.json", results)
 
 
+def check_shape(data: dict, path) -> None:
+    """What a report computes from, checked before it is used: a hand-damaged or foreign file is named, not a
+    traceback halfway through a report."""
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise ClpeftError(f"{path} has schema_version {data['schema_version']!r}; this clpeft reads {SCHEMA_VERSION} "
+                          "(re-run that experiment with this version)")
+    R = data["accuracy_matrix"]
+    ok = isinstance(R, list) and R and all(isinstance(row, list) and len(row) == len(R[0]) for row in R) and all(
+        isinstance(a, (int, float)) and not isinstance(a, bool) for row in R for a in row)
+    if not ok:
+        raise ClpeftError(f"{path} has a damaged accuracy_matrix (rows of unequal length or non-numbers); "
+                          "re-run that experiment")
+    metrics = data["metrics"]
+    bad = [k for k, v in (metrics.items() if isinstance(metrics, dict) else [])
+           if not isinstance(v, (int, float, list)) or isinstance(v, bool)]
+    if not isinstance(metrics, dict) or bad:
+        raise ClpeftError(f"{path} has a damaged metric {bad[0] if bad else 'section'!r} (not a number); "
+                          "re-run that experiment")
+
+
 def read_results(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
@@ -150,6 +170,7 @@ def read_results(path: str | Path) -> dict:
     missing = REQUIRED_KEYS - set(data)
     if missing:
         raise ClpeftError(f"{path} is not a clpeft results file (missing {sorted(missing)[0]!r})")
+    check_shape(data, path)
     runtime = path.parent / "runtime.json"
     if runtime.exists():
         try:  # wall times are a nicety: a damaged runtime.json must not hide the run's results

@@ -29,6 +29,7 @@ from clpeft.utils.typed import option
 @register("aper")
 class APER(FirstSessionAdaptation):
     requires_pet = True
+    keeps = ("stats",)
 
     @dataclass
     class Options:
@@ -57,10 +58,3 @@ class APER(FirstSessionAdaptation):
         with self.autocast():
             features = self.features(x)
         return Prediction(logits=self.prototypes(features), features=features)
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "stats": self.stats.state_dict()}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.stats.load_state_dict(state["stats"])

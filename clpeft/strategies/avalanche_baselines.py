@@ -12,7 +12,6 @@ from clpeft.utils.typed import option
 
 
 class AvalanchePluginStrategy(CLStrategy):
-    trains = "pet"
     resumable = False  # the plugin's state (Fisher matrices, teacher, buffer) is not captured
     ddp_safe = False  # nor synchronised across ranks (the replay buffer changes the loader)
     plugin_class = None

@@ -36,9 +36,9 @@ def ortho_penalty(t: torch.Tensor) -> torch.Tensor:
 
 @register("coda_prompt")
 class CodaPrompt(CLStrategy):
-    trains = "pet"
     accepts_pet = False  # the method owns its prompt components
     loss_scope = "current"
+    keeps = ("draws",)  # the generator of later experiences' new components
 
     @dataclass
     class Options:
@@ -67,7 +67,8 @@ class CodaPrompt(CLStrategy):
         self.pools = [PromptPool(self.model.backbone, o.pool_size, o.length, [b], dim, attention=True) for b in o.blocks]
         for block, pool in zip(o.blocks, self.pools):
             self.model.extras[f"coda_b{block}"] = pool
-        self.generator = torch.Generator().manual_seed(self.seed * 7919 + 17)
+        # its own stream, older than seeded_generator's formula: kept so that the committed CODA-P numbers reproduce
+        self.draws = torch.Generator().manual_seed(self.seed * 7919 + 17)
         self._orthogonalise(0)
 
     def _span(self, t: int) -> tuple[int, int]:
@@ -76,7 +77,7 @@ class CodaPrompt(CLStrategy):
     def _orthogonalise(self, t: int) -> None:
         start, stop = self._span(t)
         for pool in self.pools:
-            pool.gram_schmidt(start, stop, self.generator)
+            pool.gram_schmidt(start, stop, self.draws)
 
     def before_experience(self):
         if self.experience_index > 0:
@@ -116,10 +117,3 @@ class CodaPrompt(CLStrategy):
     def predict(self, x: torch.Tensor) -> Prediction:
         features, logits = self._forward(x, self._alphas(self.frozen_features(x), training=False))
         return Prediction(logits=logits, features=features)
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "generator": self.generator.get_state()}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.generator.set_state(state["generator"])

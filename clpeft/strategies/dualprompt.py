@@ -30,7 +30,6 @@ from clpeft.utils.typed import option
 
 @register("dualprompt")
 class DualPrompt(CLStrategy):
-    trains = "pet"
     accepts_pet = False  # the method owns its prompts
     loss_scope = "current"
 
@@ -40,11 +39,17 @@ class DualPrompt(CLStrategy):
                                              "more leaves untrained keys competing at test time)", ge=1)
         e_length: int = option(20, "tokens per E-prompt, half keys and half values (even)", ge=2)
         g_length: int = option(6, "tokens of the G-prompt, half keys and half values (even; 0: none)", ge=0)
-        e_blocks: list[int] = option(default_factory=lambda: [2, 3, 4], doc="blocks with E-prompts")
+        e_blocks: list[int] = option(default_factory=lambda: [2, 3, 4], doc="blocks with E-prompts (at least one)")
         g_blocks: list[int] = option(default_factory=lambda: [0, 1], doc="blocks with the G-prompt")
         pull_weight: float = option(1.0, "weight of the key pull loss", ge=0.0)
         init_low: float = option(0.0, "prompts and keys ~ U(init_low, init_high)")
         init_high: float = option(1.0, "prompts and keys ~ U(init_low, init_high)")
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        if not options.e_blocks:
+            raise ClpeftError("dualprompt needs at least one block with E-prompts (options.e_blocks: [] would train "
+                              "no expert prompt and infer no task); e.g. options.e_blocks: [2, 3, 4]")
 
     @classmethod
     def check_run(cls, options, settings, experience_sizes) -> None:

@@ -60,10 +60,10 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 @register("exssnet")
 class ExSSNeT(CLStrategy):
-    trains = "pet"
     accepts_pet = ("supermask",)  # one supermask per experience
     requires_pet = True
     loss_scope = "current"  # each experience's head chunk trains on its own classes
+    keeps = ("tasks", "used", "record")
     task_conditioned = True
     exclusive = True          # ExSSNeT: only weights no earlier mask uses are editable
     default_weight_phase = True
@@ -147,8 +147,7 @@ class ExSSNeT(CLStrategy):
         for lname, layer in self.layers.items():
             layer.freeze(name)
             self.masks[lname] = layer.instances[name].frozen
-        for p in self.pet.parameters(name):
-            p.requires_grad_(False)
+        self.freeze(self.pet.parameters(name))
         kept = sum(int(m.sum()) for m in self.masks.values())
         shared = sum(int((m & self.used[n]).sum()) for n, m in self.masks.items() if n in self.used)
         self.record["mask_overlap"].append(shared / max(kept, 1))
@@ -192,13 +191,11 @@ class ExSSNeT(CLStrategy):
             self.record["kkt"].append(entry)
             return
         k = min(self.options.kkt_k, n_train)
-        was_training = self.model.training
-        self.model.eval()
-        for name in self.tasks[:-1]:
-            with self.pet.using(name):
-                f = self.model.features(x).float()
-            entry["accuracies"].append(knn_accuracy(f[:n_train], y[:n_train], f[n_train:], y[n_train:], k))
-        self.model.train(was_training)
+        with self.eval_mode():
+            for name in self.tasks[:-1]:
+                with self.pet.using(name):
+                    f = self.model.features(x).float()
+                entry["accuracies"].append(knn_accuracy(f[:n_train], y[:n_train], f[n_train:], y[n_train:], k))
         accs = torch.tensor(entry["accuracies"])
         chance = 1.0 / len(self.current_classes)
         if self.options.kkt == "all":
@@ -277,20 +274,14 @@ class ExSSNeT(CLStrategy):
     def predict_given_task(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self._routed(x, task_ids)[0]
 
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "tasks": list(self.tasks), "used": dict(self.used), "record": self.record}
-
     def prepare_model_state(self, state: dict) -> None:
-        for name in state["tasks"]:  # finished tasks' masks are cached buffers in the saved state
+        for name in self.tasks:  # finished tasks' masks are cached buffers in the saved state
             for layer in self.layers.values():
                 layer.freeze(name)
 
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        self.tasks, self.used, self.record = list(state["tasks"]), dict(state["used"]), state["record"]
+    def after_resume(self, train_stream) -> None:
         for name in self.tasks:
-            for p in self.pet.parameters(name):
-                p.requires_grad_(False)
+            self.freeze(self.pet.parameters(name))
 
     def summary(self) -> dict:
         return {"variant": self.name, "tasks": list(self.tasks), "task_inference": self.task_inference,

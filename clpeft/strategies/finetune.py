@@ -7,4 +7,4 @@ from clpeft.strategies.base import CLStrategy, register
 
 @register("finetune")
 class Finetune(CLStrategy):
-    trains = "pet"
+    """Every experience in turn, cross-entropy over the classes seen so far; nothing kept against forgetting."""

@@ -11,7 +11,6 @@ from clpeft.strategies.base import CLStrategy
 
 
 class FirstSessionAdaptation(CLStrategy):
-    trains = "pet"
     trains_in = "first"
     accepts_pet = ("adapter", "lora", "prefix", "prompt")
 
@@ -36,10 +35,8 @@ class FirstSessionAdaptation(CLStrategy):
 
     def freeze_adaptation(self) -> None:
         """Adapted once: from now on the backbone never changes."""
-        for p in self.trainable_parameters():
-            p.requires_grad_(False)
+        self.freeze(self.trainable_parameters())
 
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
+    def after_resume(self, train_stream) -> None:
         if self.experience_index >= 0:
             self.freeze_adaptation()

@@ -81,6 +81,7 @@ def fit_keys(queries: torch.Tensor, slots: int, groups: int, generator: torch.Ge
 class JARe(CLStrategy):
     """Each experience brings ``slots`` key sets and LoRA increments; a sample mixes its top-k by similarity."""
 
+    keeps = ("keys", "slot_names")
     accepts_pet = ("lora",)  # the scenario places the increments on the attention output projections
     requires_pet = True
     task_conditioned = True
@@ -106,12 +107,8 @@ class JARe(CLStrategy):
     @torch.no_grad()
     def query(self, x: torch.Tensor) -> torch.Tensor:
         """The frozen backbone's features with no increment: the retrieval query."""
-        was_training = self.model.training
-        self.model.eval()
-        with self.pet.using(None), self.autocast():
-            q = self.model.features(x).float()
-        self.model.train(was_training)
-        return q
+        with self.eval_mode(), self.pet.using(None), self.autocast():
+            return self.model.features(x).float()
 
     def _bank(self, experiences: list[int]) -> tuple[list[str], torch.Tensor]:
         return ([n for e in experiences for n in self.slot_names[e]],
@@ -134,8 +131,7 @@ class JARe(CLStrategy):
 
     def _freeze(self, names: list[str]) -> None:
         for name in names:
-            for p in self.pet.parameters(name):
-                p.requires_grad_(False)
+            self.freeze(self.pet.parameters(name))
 
     def before_experience(self):
         t = len(self.keys)
@@ -143,7 +139,7 @@ class JARe(CLStrategy):
             self.pet.remove("default")  # slots are named per experience
         o = self.options
         queries = self.extract_features(self.experience_data, features=self.query)[0].cpu()
-        generator = torch.Generator().manual_seed(self.seed * 1000 + t)
+        generator = self.generator(t)
         self.keys.append(fit_keys(queries, o.slots, o.groups, generator, o.key_epochs, o.key_lr, dropout=o.key_dropout))
         names = [f"e{t}s{p}" for p in range(o.slots)]
         for name in names:
@@ -186,11 +182,6 @@ class JARe(CLStrategy):
                 "parameters_per_slot": per_slot, "key_values_per_experience": key_numel,
                 "bytes_per_experience": 4 * (per_slot * o.slots + key_numel)}
 
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "keys": list(self.keys), "slot_names": [list(n) for n in self.slot_names]}
-
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        self.keys, self.slot_names = list(state["keys"]), [list(n) for n in state["slot_names"]]
-        for names in self.slot_names:
+    def after_resume(self, train_stream) -> None:
+        for names in self.slot_names:  # finished experiences' slots never train again
             self._freeze(names)

@@ -7,7 +7,6 @@ from clpeft.strategies.base import CLStrategy, register
 
 @register("joint")
 class Joint(CLStrategy):
-    trains = "pet"
 
     def setup(self):
         self.seen = None  # the data of every experience so far
@@ -16,10 +15,6 @@ class Joint(CLStrategy):
         self.seen = dataset if self.seen is None else self.seen.concat(dataset)
         return self.seen
 
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "experiences_seen": self.experience_index + 1}
-
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        for experience in train_stream[:state["experiences_seen"]]:
+    def after_resume(self, train_stream) -> None:
+        for experience in train_stream[:self.experience_index + 1]:  # the data seen so far, as it accumulated
             self.training_data(experience.dataset)

@@ -28,9 +28,9 @@ from clpeft.utils.typed import option
 
 @register("l2p")
 class L2P(CLStrategy):
-    trains = "pet"
     accepts_pet = False  # the method owns its prompt pool
     loss_scope = "current"
+    keeps = ("choices",)
 
     @dataclass
     class Options:
@@ -87,10 +87,3 @@ class L2P(CLStrategy):
     def summary(self) -> dict:
         """How often each prompt was chosen over every evaluation (a collapsed selection shows here)."""
         return {"prompt_choices": self.choices.tolist()}
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "choices": self.choices.clone()}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.choices = state["choices"].clone()

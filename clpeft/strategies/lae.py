@@ -32,10 +32,10 @@ OFFLINE = "offline"
 
 @register("lae")
 class LAE(CLStrategy):
-    trains = "pet"
     accepts_pet = ("adapter", "lora", "prefix", "prompt")  # EMA averages their weights; a mask cannot be averaged
     requires_pet = True
     loss_scope = "current"  # old heads get exactly zero gradient
+    keeps = ("decay", "gammas")
 
     @dataclass
     class Options:
@@ -73,8 +73,7 @@ class LAE(CLStrategy):
     def before_experience(self):
         if self.experience_index >= 1 and not self.has_offline:
             self.pet.add(OFFLINE, copy_from=self.online)
-            for p in self.pet.parameters(OFFLINE):
-                p.requires_grad_(False)
+            self.freeze(self.pet.parameters(OFFLINE))
         self.n_old = self.model.head.num_seen
 
     def start_phase(self):
@@ -120,10 +119,3 @@ class LAE(CLStrategy):
         # log of the per-class max of the two softmaxes: argmax is LAE's, softmax() renormalises it
         ensemble = torch.maximum(F.log_softmax(online.float(), dim=-1), F.log_softmax(offline.float(), dim=-1))
         return Prediction(logits=ensemble, features=features, views={"online": online, "offline": offline})
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "decay": self.decay, "gammas": list(self.gammas)}
-
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        self.decay, self.gammas = state["decay"], list(state["gammas"])

@@ -93,7 +93,13 @@ class ExemplarMemory(ExemplarsBuffer):
         """Avalanche's storage-policy entry point (e.g. inside ``ReplayPlugin``), for clpeft strategies."""
         self.add_experience(strategy)
 
-    def restore(self, picks: dict, train_stream) -> None:
-        """Rebuild the memory from recorded picks (resuming a run): the same samples, no herding."""
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: each class's (experience, indices); :meth:`rebuild` re-reads the samples."""
+        return {int(c): (int(e), list(idx)) for c, (e, idx) in self.picks.items()}
+
+    def load_state_dict(self, picks: dict) -> None:
         self.picks = {int(c): (int(e), list(idx)) for c, (e, idx) in picks.items()}
+
+    def rebuild(self, train_stream) -> None:
+        """The stored samples from the recorded picks (resuming a run): the same samples, no herding."""
         self.classes = {c: train_stream[e].dataset.train().subset(idx) for c, (e, idx) in self.picks.items()}

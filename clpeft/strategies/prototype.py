@@ -20,6 +20,7 @@ class Prototype(CLStrategy):
     trains = "head"
     trains_in = "none"
     accepts_pet = False
+    keeps = ("stats",)
 
     @dataclass
     class Options:
@@ -27,8 +28,7 @@ class Prototype(CLStrategy):
 
     def setup(self):
         self.stats = ClassStatistics(self.model.head.in_features, self.model.head.num_classes)
-
-    def before_experience(self):
+        # a cosine head from the start, so that a resumed run regrows its chunks as cosine (bias-free) too
         self.model.head.cosine = True
         self.model.head.temperature = self.options.temperature
 
@@ -40,10 +40,3 @@ class Prototype(CLStrategy):
         means = self.stats.means()[self.current_classes.start:self.current_classes.stop]
         chunk = self.model.head.chunks[-1]
         chunk.weight.copy_(means.to(chunk.weight))
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "stats": self.stats.state_dict()}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.stats.load_state_dict(state["stats"])

@@ -31,6 +31,8 @@ from clpeft.utils.typed import option
 class RanPAC(FirstSessionAdaptation):
     """Without a PET the frozen backbone's features feed the projection directly (no phase 1)."""
 
+    keeps = ("stats", "lambdas")
+
     @dataclass
     class Options:
         projection: int = option(10000, "width M of the random projection (0: ridge on the features themselves)", ge=0)
@@ -41,8 +43,7 @@ class RanPAC(FirstSessionAdaptation):
         super().setup()
         dim = self.model.backbone.num_features
         n = self.model.head.num_classes
-        self.generator = torch.Generator().manual_seed(self.seed * 1000 + 12345)
-        self.ridge = RidgeHead(dim, n, self.options.projection, self.generator)
+        self.ridge = RidgeHead(dim, n, self.options.projection, self.generator(12345))
         self.stats = ClassStatistics(self.options.projection or dim, n, gram=True)
         self.lambdas: list[float] = []
         self.model.extras["ranpac_ridge"] = self.ridge
@@ -52,7 +53,7 @@ class RanPAC(FirstSessionAdaptation):
         H, y = self.extract_features(self.experience_data, features=lambda x: self.ridge.expand(self.model.features(x)))
         H, y = H.cpu(), y.cpu()
         self.stats.add(H, y)
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed * 1000 + self.experience_index))
+        order = torch.randperm(len(y), generator=self.generator(self.experience_index))
         seen = self.current_classes.stop
         lam, _ = choose_ridge_lambda(H[order], y[order], seen, RIDGE_CANDIDATES, self.options.fit_fraction)
         self.lambdas.append(lam)
@@ -68,11 +69,3 @@ class RanPAC(FirstSessionAdaptation):
 
     def summary(self) -> dict:
         return {"ridge_lambdas": list(self.lambdas), "projection": self.options.projection}
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "stats": self.stats.state_dict(), "lambdas": list(self.lambdas)}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.stats.load_state_dict(state["stats"])
-        self.lambdas = list(state["lambdas"])

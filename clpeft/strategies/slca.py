@@ -25,13 +25,13 @@ import torch.nn.functional as F
 
 from clpeft.models.class_stats import ClassStatistics
 from clpeft.strategies.base import CLStrategy, register
-from clpeft.utils.typed import option
+from clpeft.utils.typed import check_milestones, option
 
 
 @register("slca")
 class SLCA(CLStrategy):
-    trains = "pet"  # every weight without a PET (the paper), the PET with one
     loss_scope = "current"
+    keeps = ("stats", "class_experience", "unaligned")
 
     @dataclass
     class Options:
@@ -44,6 +44,10 @@ class SLCA(CLStrategy):
         ca_tau: float | None = option(0.1, "logit-normalisation temperature (null: plain logits)", gt=0.0)
         ca_weight_decay: float = option(5e-4, "weight decay of classifier alignment", ge=0.0)
         covariance_ridge: float = option(1e-4, "added to each class covariance's diagonal", gt=0.0)
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        check_milestones(options.milestones, "options.milestones of slca")
 
     def setup(self):
         dim = self.model.backbone.num_features
@@ -97,18 +101,21 @@ class SLCA(CLStrategy):
         return out
 
     def align(self) -> None:
-        o = self.options
-        seen = self.model.head.num_seen
-        generator = torch.Generator().manual_seed(self.seed * 1000 + 500 + self.experience_index)
+        generator = self.generator(500 + self.experience_index)
         gaussians = self._gaussians()
         params = list(self.model.head.parameters())
         for p in params:
             p.requires_grad_(True)
+        bounds = [0] + [r.stop for r in self._experience_ranges()]
+        with self.eval_mode():
+            self._fit_head(gaussians, params, generator, bounds)
+        self.freeze(params)
+
+    def _fit_head(self, gaussians, params, generator, bounds) -> None:
+        """Classifier alignment proper: the head trained on features sampled from the class Gaussians."""
+        o, seen = self.options, self.model.head.num_seen
         optimizer = torch.optim.SGD(params, lr=o.ca_lr, momentum=0.9, weight_decay=o.ca_weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.ca_epochs)
-        bounds = [0] + [r.stop for r in self._experience_ranges()]
-        was_training = self.model.training
-        self.model.eval()
         for _ in range(o.ca_epochs):
             x = torch.cat([mean + torch.randn(o.ca_samples, len(mean), generator=generator, dtype=torch.float64) @ chol.T
                            for mean, chol in gaussians]).float()
@@ -126,9 +133,6 @@ class SLCA(CLStrategy):
                 loss.backward()
                 optimizer.step()
             scheduler.step()
-        self.model.train(was_training)
-        for p in params:
-            p.requires_grad_(False)
 
     def _experience_ranges(self) -> list[range]:
         starts, ranges = 0, []
@@ -138,13 +142,3 @@ class SLCA(CLStrategy):
         return ranges
 
     # ------------------------------------------------------------------ records and resume
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "stats": self.stats.state_dict(),
-                "class_experience": {str(c): t for c, t in self.class_experience.items()},
-                "unaligned": self.unaligned}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.stats.load_state_dict(state["stats"])
-        self.class_experience = {int(c): t for c, t in state["class_experience"].items()}
-        self.unaligned = state["unaligned"]

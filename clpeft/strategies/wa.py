@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from clpeft.models.heads import align_new_class_norms
 from clpeft.strategies.base import CLStrategy, Phase, register
 from clpeft.strategies.memory import ExemplarMemory
-from clpeft.utils.typed import option
+from clpeft.utils.typed import check_milestones, option
 
 
 def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -33,7 +33,7 @@ def kd_loss(student_old_logits: torch.Tensor, teacher_logits: torch.Tensor, temp
 
 @register("wa")
 class WeightAligning(CLStrategy):
-    trains = "pet"
+    keeps = ("gammas", "memory_fit", "memory")
 
     @dataclass
     class Options:
@@ -46,6 +46,11 @@ class WeightAligning(CLStrategy):
         milestones: list[int] | None = option(None, "MultiStepLR epochs (PyCIL later experiences: 60, 100, 140)")
         first_milestones: list[int] | None = option(None, "MultiStepLR epochs of experience 0 (PyCIL: 60, 120, 170)")
         lr_decay: float = option(0.1, "MultiStepLR factor", gt=0.0)
+
+    @classmethod
+    def check_config(cls, options, settings) -> None:
+        check_milestones(options.milestones, "options.milestones of wa")
+        check_milestones(options.first_milestones, "options.first_milestones of wa")
 
     def setup(self):
         o = self.options
@@ -105,8 +110,7 @@ class WeightAligning(CLStrategy):
     def freeze_teacher(self) -> None:
         """The model as it is now, frozen: the next experience's distillation target."""
         self.teacher = copy.deepcopy(self.model).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.freeze(self.teacher)
 
     def exemplar_accuracy(self) -> float:
         """Accuracy over all seen classes on the old classes' exemplars, which the experience trained on. WA's
@@ -123,16 +127,14 @@ class WeightAligning(CLStrategy):
                 "exemplars_per_class": {int(c): len(d) for c, d in self.memory.classes.items()}}
 
     def report_metrics(self) -> dict[str, float]:
-        return {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
+        """How well the run fits its old exemplars, and at how many aligning steps WA's premise failed: γ > 1 means
+        the new rows came out of training *smaller* than the old ones, so aligning scaled them up (reports/wa)."""
+        metrics = {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
+        if self.gammas:
+            metrics["aligning steps with γ > 1"] = float(sum(g > 1 for g in self.gammas))
+        return metrics
 
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "gammas": list(self.gammas), "memory_fit": list(self.memory_fit),
-                "memory": dict(self.memory.picks)}
-
-    def load_resume_state(self, state: dict, model_state: dict, train_stream) -> None:
-        super().load_resume_state(state, model_state, train_stream)
-        self.gammas = list(state["gammas"])
-        self.memory_fit = list(state["memory_fit"])
-        self.memory.restore(state["memory"], train_stream)
-        if state["head_chunks"]:  # the teacher is the model as it was at the end of the last experience
+    def after_resume(self, train_stream) -> None:
+        self.memory.rebuild(train_stream)
+        if self.model.head.chunks:  # the teacher is the model as it was at the end of the last experience
             self.freeze_teacher()

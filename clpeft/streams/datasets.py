@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from clpeft.catalog import DATASETS as CATALOG_DATASETS
 from clpeft.errors import ClpeftError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -418,10 +419,8 @@ def dataset_spec(name: str) -> DatasetSpec:
     return lookup(DATASETS, name, "clpeft.datasets", "stream dataset")
 
 
-for _name, _loader, _classes, _offline in [
-    ("fortunes", load_fortunes, 10, True), ("digits", load_digits, 10, True), ("mnist5k", load_mnist5k, 10, True),
-    ("fashion_mnist", load_fashion_mnist, 10, True), ("cifar100", load_cifar100, 100, False),
-    ("imagenet_r", load_imagenet_r, 200, False), ("cub200", load_cub200, 200, False),
-    ("image_folder", load_image_folder, None, False),
-]:
-    register_dataset(_name, _classes, _offline)(_loader)
+_LOADERS = {"fortunes": load_fortunes, "digits": load_digits, "mnist5k": load_mnist5k, "fashion_mnist": load_fashion_mnist,
+            "cifar100": load_cifar100, "imagenet_r": load_imagenet_r, "cub200": load_cub200,
+            "image_folder": load_image_folder}
+for _name, (_offline, _classes, _description) in CATALOG_DATASETS.items():  # one source: what `clpeft list` reads
+    register_dataset(_name, _classes, _offline, _description)(_LOADERS[_name])

@@ -17,41 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from clpeft.errors import ClpeftError
 from clpeft.streams.datasets import InputSpec, dataset_spec
-from clpeft.utils.typed import Settings, option
-
-EVAL_ORDERS = ("iid", "class_grouped", "dirichlet")
-
-
-@dataclass
-class StreamConfig(Settings):
-    """A named data set cut into experiences."""
-
-    section = "stream"
-
-    dataset: str = option("digits", "registered data set (see `clpeft list`)")
-    n_experiences: int = option(5, "experiences in the stream", ge=1)
-    first_experience_classes: int | None = option(None, "k for a Bk-IncN stream (null: B0, equal experiences)", ge=1)
-    class_order_seed: int | str | None = option("seed", "seed of the class permutation: an integer, `seed` (the "
-                                                        "run's seed) or null (natural order 0..C-1)")
-    class_order: list[int] | None = option(None, "explicit class order (a permutation of the data set's classes)")
-    task_incremental: bool = option(False, "experiences carry task labels (task-IL view)")
-    root: str | None = option(None, "folder holding the data set (online data sets)")
-    download: bool = option(False, "download the data set into root when it is missing (needs internet)")
-    image_size: int = option(224, "side of the images the data set yields (online image sets)", ge=1)
-    eval_order: str = option("iid", "order of test batches", choices=EVAL_ORDERS)
-    dirichlet_alpha: float = option(0.1, "concentration of dirichlet test batches", gt=0.0)
-    augmentation: str = option("resized_crop", "training augmentation of online image sets (cifar: PyCIL's 32-px pipeline)",
-                               choices=("resized_crop", "cifar"))
-    device_augment: bool = option(False, "keep the images in memory as uint8 and crop, flip and resize whole batches on "
-                                         "the device (cifar100 with resized_crop)")
-
-    def __post_init__(self):
-        super().__post_init__()
-        if isinstance(self.class_order_seed, str) and self.class_order_seed != "seed":
-            raise ClpeftError(f"stream.class_order_seed must be an integer, `seed` or null, got {self.class_order_seed!r}")
-        if self.class_order is not None and self.class_order_seed not in ("seed", None):
-            raise ClpeftError("give stream.class_order or stream.class_order_seed, not both")
-
+from clpeft.config import EVAL_ORDERS, StreamConfig  # noqa: F401 - part of this module's API
 
 def eval_permutation(labels: torch.Tensor, batch_size: int, order: str, seed: int, alpha: float = 0.1) -> torch.Tensor:
     """The order in which test samples are met, cut into batches of ``batch_size`` afterwards.

@@ -197,3 +197,11 @@ def describe_fields(cls) -> list[tuple[str, str, str, str]]:
 
 def is_config(obj) -> bool:
     return is_dataclass(obj) and not isinstance(obj, type)
+
+
+def check_milestones(values: list | None, where: str) -> None:
+    """Scheduler milestones are epochs: positive and increasing (MultiStepLR silently ignores the others)."""
+    if values is None:
+        return
+    if any(v < 1 for v in values) or list(values) != sorted(set(values)):
+        raise ClpeftError(f"{where} must be increasing epoch numbers ≥ 1, got {list(values)}; e.g. [60, 100, 140]")

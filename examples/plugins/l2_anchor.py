@@ -18,7 +18,7 @@ from clpeft.strategies import CLStrategy, option, register
 class L2Anchor(CLStrategy):
     """Sequential training with an L2 pull towards the previous experience's weights."""
 
-    trains = "pet"  # PET + head when a PET is injected, every weight otherwise
+    keeps = ("anchor",)  # saved in every checkpoint, restored on --resume
 
     @dataclass
     class Options:
@@ -36,13 +36,6 @@ class L2Anchor(CLStrategy):
     def after_experience(self):
         # the head grows by one chunk per experience; the anchored tensors keep their indices
         self.anchor = {i: p.detach().clone() for i, p in enumerate(self.trainable_parameters())}
-
-    def resume_state(self) -> dict:
-        return {**super().resume_state(), "anchor": {str(i): t for i, t in self.anchor.items()}}
-
-    def load_resume_state(self, state, model_state, train_stream):
-        super().load_resume_state(state, model_state, train_stream)
-        self.anchor = {int(i): t for i, t in state["anchor"].items()}
 
     def summary(self) -> dict:
         return {"anchored_tensors": len(self.anchor)}

@@ -1,0 +1,40 @@
+"""One seed of every built-in strategy on a small digits stream (3 experiences, 2 epochs; a random tiny ViT where the
+method needs one, LeNet otherwise; the settings of tests/test_resume_every_strategy.py): results.json per run, for
+comparing two code versions byte for byte with compare.py.
+
+    PYTHONPATH=<tree> python reports/refactor/api_runs.py OUT_DIR      # once per tree, 1 thread
+"""
+import copy
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+import torch  # noqa: E402
+
+from clpeft.config import resolve  # noqa: E402
+from clpeft.run import run  # noqa: E402
+from clpeft.strategies import STRATEGIES  # noqa: E402
+
+SCENARIO = {"name": "fast", "stream": {"dataset": "digits", "n_experiences": 3, "first_experience_classes": 4},
+            "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
+            "train": {"epochs": 2, "lr": 0.001, "batch_size": 64, "eval_batch_size": 256}}
+LENET = {"model": {"backbone": "lenet", "pretrained": False}}
+PET = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask",
+       "aper": "adapter", "ranpac": "adapter"}
+NEEDS_VIT = {"lae", "jare", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt"}
+EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_size": 20}},
+         "ranpac": {"options": {"projection": 64}}, "coda_prompt": {"options": {"pool_size": 12, "length": 2}},
+         "l2p": {"options": {"pool_size": 6}}, "dualprompt": {"options": {"pool_size": 3}},
+         "slca": {"options": {"ca_epochs": 1, "ca_samples": 16}}}
+
+out = Path(sys.argv[1])
+torch.set_num_threads(1)
+for name in sorted(STRATEGIES):
+    target = out / name
+    if (target / "results.json").exists():
+        continue
+    overrides = {**({} if name in NEEDS_VIT else LENET), **EXTRA.get(name, {})}
+    config = resolve(copy.deepcopy(SCENARIO), strategy=name, pet=PET.get(name), overrides=overrides, seed=0)
+    result = run(config, out_dir=target)
+    print(name, result["metrics"]["final_accuracy"], flush=True)
