@@ -10,6 +10,7 @@ from clpeft.config import resolve
 from clpeft.errors import ClpeftError
 from clpeft.run import run
 from clpeft.strategies import STRATEGIES
+from test_resume import Crash, crash_after
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = {"l2_anchor": ROOT / "examples" / "plugins" / "l2_anchor.py",
@@ -23,17 +24,6 @@ EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_s
          "ranpac": {"options": {"projection": 64}}, "coda_prompt": {"options": {"pool_size": 12, "length": 2}},
          "l2p": {"options": {"pool_size": 6}}, "dualprompt": {"options": {"pool_size": 3}},
          "slca": {"options": {"ca_epochs": 1, "ca_samples": 16}}}
-
-
-class Crash(RuntimeError):
-    pass
-
-
-def crash_after(k):
-    def hook(i, strategy, stream):
-        if i == k:
-            raise Crash(f"simulated crash after experience {k}")
-    return hook
 
 
 @pytest.mark.parametrize("name", sorted(set(STRATEGIES) - set(PLUGINS)) + sorted(PLUGINS))

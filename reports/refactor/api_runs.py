@@ -19,14 +19,8 @@ from clpeft.strategies import STRATEGIES  # noqa: E402
 SCENARIO = {"name": "fast", "stream": {"dataset": "digits", "n_experiences": 3, "first_experience_classes": 4},
             "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
             "train": {"epochs": 2, "lr": 0.001, "batch_size": 64, "eval_batch_size": 256}}
-LENET = {"model": {"backbone": "lenet", "pretrained": False}}
-PET = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask",
-       "aper": "adapter", "ranpac": "adapter"}
-NEEDS_VIT = {"lae", "jare", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt"}
-EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_size": 20}},
-         "ranpac": {"options": {"projection": 64}}, "coda_prompt": {"options": {"pool_size": 12, "length": 2}},
-         "l2p": {"options": {"pool_size": 6}}, "dualprompt": {"options": {"pool_size": 3}},
-         "slca": {"options": {"ca_epochs": 1, "ca_samples": 16}}}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+from test_resume_every_strategy import EXTRA, LENET, NEEDS_VIT, PET  # noqa: E402 - the test's settings, one source
 
 out = Path(sys.argv[1])
 torch.set_num_threads(1)
