@@ -129,9 +129,9 @@ class WeightAligning(CLStrategy):
     def report_metrics(self) -> dict[str, float]:
         """How well the run fits its old exemplars, and at how many aligning steps WA's premise failed: γ > 1 means
         the new rows came out of training *smaller* than the old ones, so aligning scaled them up (reports/wa)."""
-        metrics = {"old exemplars fit (last)": 100 * self.memory_fit[-1]} if self.memory_fit else {}
+        metrics = {"old exemplars fit (last)": self.memory_fit[-1]} if self.memory_fit else {}  # fractions: shown in %
         if self.gammas:
-            metrics["aligning steps with γ > 1"] = float(sum(g > 1 for g in self.gammas))
+            metrics["aligning steps with γ > 1"] = sum(g > 1 for g in self.gammas) / len(self.gammas)
         return metrics
 
     def after_resume(self, train_stream) -> None:
