@@ -1,4 +1,4 @@
-"""Strategies: clpeft's method API (``base``), the loop that runs it (``engine``) and one file per method.
+"""Strategies: clpeft's method API (``base``), the loop that runs it (``_engine``, private) and one file per method.
 
 Everything a method file uses is exported here (``docs/write_a_method.md`` is the reference). The package
 imports each of its modules, so a built-in method is one new file here and nothing else.

@@ -29,7 +29,7 @@ and overrides only the hooks it needs, in the order they run::
     prepare_model_state(state) / after_resume(train_stream)   around loading a checkpoint
     summary() / report_metrics()              method-specific facts (results file) and scalars (report)
 
-The loop that calls them (:mod:`clpeft.strategies.engine`) owns mixed precision, the optimizer, torchrun gradient
+The loop that calls them (:mod:`clpeft.strategies._engine`) owns mixed precision, the optimizer, torchrun gradient
 sums, seeded batches and the checks that no training silently did nothing. ``docs/write_a_method.md`` lists what a
 hook may read (``model``, ``pet``, ``settings``, ``options``, ``experience_index``, ``phase``, …) and the helpers.
 """
@@ -48,7 +48,7 @@ from torch import nn
 from clpeft.config import TrainSettings
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
-from clpeft.strategies.engine import Engine
+from clpeft.strategies._engine import Engine
 from clpeft.strategies.registry import register  # noqa: F401 - part of the API a method file imports
 from clpeft.utils.device import autocast
 from clpeft.utils.seed import seeded_generator
