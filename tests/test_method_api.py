@@ -202,3 +202,13 @@ def test_an_avalanche_benchmark_from_python_is_checked_and_runs(fast_scenario):
                        fixed_class_order=[5, 6, 7, 8, 9, 0, 1, 2, 3, 4])  # ids kept: experience 0 holds 5..9
     with pytest.raises(ClpeftError, match="class_ids_from_zero_from_first_exp=True"):
         stream_from_benchmark(bad, "bad", InputSpec(1, 8))
+
+
+def test_resolving_settings_needs_no_torch():
+    """TrainSettings and StreamConfig live in clpeft.config, which imports without torch or Avalanche."""
+    import subprocess
+    import sys
+
+    code = ("import sys, clpeft.config as c; c.TrainSettings(); c.StreamConfig(); "
+            "assert not {'torch', 'avalanche'} & set(sys.modules), sorted(m for m in sys.modules if m in ('torch', 'avalanche'))")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
