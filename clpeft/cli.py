@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
           f"F(max)={m['forgetting_max']:.4f} BWT={m['backward_transfer']:.4f} → {out}/results.json")
     health = results.get("health", {})
     if health.get("status", "ok") != "ok":
-        print(f"clpeft: warning: this run is marked {health['status'].upper()} in results.json: "
+        print(f"clpeft: warning: this run is marked {health['status'].replace('_', ' ').upper()} in results.json: "
               f"{'; '.join(health['reasons'])}", file=sys.stderr)
     return 0
 
@@ -151,7 +151,8 @@ def cmd_sweep(args) -> int:
     print(f"sweep {sweep.name}: {len(sweep.configs)} runs on {args.engine} → {sweep.out}", flush=True)
     summary = run_sweep(sweep, engine=args.engine, address=args.address, workers=args.workers,
                         report=not args.no_report, log=lambda line: print(line, flush=True), progress=not args.quiet)
-    print(f"{summary['done']} ran, {summary['diverged']} diverged, {summary['at_chance']} at chance, "
+    print(f"{summary['done']} ran, {summary['diverged']} diverged, {summary['not_learned']} did not learn, "
+          f"{summary['at_chance']} at chance, "
           f"{summary['skipped']} finished before, "
           f"{summary['failed']} failed in {summary['wall_seconds']:.1f} s → {sweep.out}/sweep.json"
           + (f", {summary['report']}" if "report" in summary else ""))

@@ -8,6 +8,7 @@ parameter counting (:mod:`clpeft.evaluation.cost`) and the results object (:mod:
 from __future__ import annotations
 
 import platform
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import EvalRow, evaluate_stream
 from clpeft.evaluation.metrics import running_metrics, summarize
 from clpeft.reports.loggers import RunLoggers
-from clpeft.reports.results import RunResult, assess_health, package_versions, write_results
+from clpeft.reports.results import RunResult, assess_health, learned_right_after, package_versions, write_results
 from clpeft.streams.stream import EVAL_ORDERS, make_stream
 from clpeft.strategies.registry import get_strategy
 from clpeft.utils.device import resolve_device
@@ -57,6 +58,7 @@ class Built:
     pet: object
     strategy: object
     device: torch.device
+    notes: list = field(default_factory=list)  # what the run does differently from what was asked, said once
 
     def __iter__(self):  # stream, model, pet, strategy, device = build(...)
         return iter((self.stream, self.model, self.pet, self.strategy, self.device))
@@ -79,7 +81,9 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     options = strategy_cls.parse_options(config.options)
     if stream is None:
         stream = make_stream(config.stream, seed=config.seed)
-    strategy_cls.check_run(options, config.train, [b - a for a, b in stream.class_ranges])
+    skipped = strategy_cls.check_run(options, config.train, [b - a for a, b in stream.class_ranges])
+    notes = [f"experience {i} holds 1 class: a cross-entropy over it is identically 0, so its training is skipped "
+             f"and its class is learned with the next experience's" for i in skipped]
     model = build_model_from_config(config.model, stream.num_classes, stream.input_spec)
     pet = None
     if config.pet:
@@ -94,7 +98,7 @@ def build(config: RunConfig, out_dir: Path | None = None, progress: bool = False
     strategy.batch_augment, strategy.batch_eval_transform = stream.batch_train_transform, stream.batch_eval_transform
     if config.train.compile != "off":  # the backbone only: heads grow, and strategies call into the backbone
         model.backbone = compiled(model.backbone, config.train.compile)
-    return Built(stream, model, pet, strategy, device)
+    return Built(stream, model, pet, strategy, device, notes)
 
 
 def compiled(module: torch.nn.Module, mode: str) -> torch.nn.Module:
@@ -159,18 +163,22 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
 def _run(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, plugins, evaluator,
          after_experience, resume: bool, stream, log_group) -> dict:
     progress = progress and distributed.is_writer()
-    stream, model, pet, strategy, device = build(config, out_dir, progress, plugins, evaluator, stream)
+    built = build(config, out_dir, progress, plugins, evaluator, stream)
+    stream, model, pet, strategy, device = built
+    if distributed.is_writer():
+        for note in built.notes:
+            print(f"clpeft: note: [{config.run_id}] {note}", file=sys.stderr, flush=True)
     loggers = RunLoggers(config.loggers if distributed.is_writer() else [], out_dir, config.as_dict(), config.run_id,
                          log_group)
     try:
         return _loop(config, out_dir, writer, progress, after_experience, resume, stream, model, pet, strategy,
-                     device, loggers)
+                     device, loggers, built.notes)
     finally:
         loggers.close()
 
 
 def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, after_experience, resume: bool,
-          stream, model, pet, strategy, device, loggers) -> dict:
+          stream, model, pet, strategy, device, loggers, notes: list) -> dict:
     strategy.epoch_listeners.append(loggers.epoch)
     saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
@@ -194,6 +202,7 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
     else:
         strategy.load_resume_state(saved["strategy"], saved["model"], stream.train_stream)
         history = History(**saved["history"])
+        replay_logs(loggers, strategy.training_log, history)
         stream.test_set()  # fill the test cache as the first evaluation did: its loader draws from the RNG
         set_rng_state(saved["rng"])
         start = saved["experience"] + 1
@@ -231,7 +240,7 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
 
         by_order = compare_eval_orders(lambda fn, order: evaluate(fn, order), [("none", strategy.predict)] + tta,
                                        EVAL_ORDERS, eval_bs)
-    result = assemble(config, stream, model, pet, strategy, device, history, by_order)
+    result = assemble(config, stream, model, pet, strategy, device, history, by_order, notes)
     runtime = {
         "train_seconds_per_experience": [round(t, 3) for t in history.train_times],
         "eval_seconds_per_experience": [round(t, 3) for t in history.eval_times],
@@ -250,7 +259,17 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
     return results
 
 
-def assemble(config: RunConfig, stream, model, pet, strategy, device, history: History, by_order: list) -> RunResult:
+def replay_logs(loggers, training_log: list, history: History) -> None:
+    """A resumed run's live logs first receive what the checkpointed experiences logged, in the same order."""
+    for i, row in enumerate(history.R):
+        for entry in training_log:
+            if entry["experience"] == i:
+                loggers.epoch(entry)
+        loggers.experience(i, row, running_metrics(history.R[: i + 1], history.before["counts"]))
+
+
+def assemble(config: RunConfig, stream, model, pet, strategy, device, history: History, by_order: list,
+             notes: list | None = None) -> RunResult:
     """The typed results of a finished run."""
     counts, before = history.before["counts"], history.before["accuracy"]
     summary = summarize(history.R, counts, before)
@@ -284,7 +303,8 @@ def assemble(config: RunConfig, stream, model, pet, strategy, device, history: H
         metrics=metrics,
         parameters=count_parameters(model, strategy.trainable_parameters(), pet),
         health=assess_health(plain, stream.num_classes, int(sum(counts)), strategy.training_log,
-                             "final accuracy" if config.tta is None else "final accuracy before test-time adaptation"),
+                             "final accuracy" if config.tta is None else "final accuracy before test-time adaptation",
+                             learned_right_after(history.R_task, stream.class_ranges, counts)),
         training=list(strategy.training_log),
         final_accuracy_by_eval_order=by_order or None,
         distributed=distributed_info,
@@ -292,4 +312,5 @@ def assemble(config: RunConfig, stream, model, pet, strategy, device, history: H
         strategy_summary=strategy.summary() or None,
         report_metrics=report_metrics or None,
         views=views,
+        notes=notes or None,
     )

@@ -25,7 +25,7 @@ A run is known by its run id (a hash of its resolved config): a run whose ``resu
 skipped, so a sweep re-launched after a crash or kill runs only what is unfinished (an interrupted run
 continues from its checkpoint) — the rule of :func:`clpeft.rundir.plan`, shared with ``clpeft run``. A run
 that raises is recorded as failed (``RUN/failed.json`` and the sweep's ``sweep.json``), the sweep goes on,
-and the report lists it; a run that finished but did not learn is recorded as ``diverged``. A sweep holds
+and the report lists it; a run that finished but did not learn is recorded as ``not_learned`` (or ``diverged``). A sweep holds
 its output directory's lock, so two sweeps into one directory cannot overwrite each other's records.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ SWEEP_KEYS = {"name", "description", "imports", "scenario", "grid", "grids", "in
 POINT_KEYS = {"scenario", "strategy", "pet", "seed", "tta", "amp", "backbone"}
 ENGINES = ("ray", "local")
 FAILED = rundir.FAILED
-STATUSES = ("done", "diverged", "at_chance", "skipped", "failed")
+STATUSES = ("done", "diverged", "not_learned", "at_chance", "skipped", "failed")
 
 
 @dataclass
@@ -181,7 +181,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
 # ---------------------------------------------------------------------------------------------- one run
 def execute(config: RunConfig, out_dir: str | Path, threads: int | None = None, group: str | None = None,
             progress: bool = False) -> dict:
-    """Run one config into ``out_dir`` and say how it went: ``done``, ``diverged``, ``skipped`` or ``failed``.
+    """Run one config into ``out_dir`` and say how it went: ``done``, ``diverged``, ``not_learned``, ``at_chance``,
+    ``skipped`` or ``failed``.
 
     The shared rule (:func:`clpeft.rundir.plan`): this run's results present → skipped; an interrupted
     resumable run continues from its checkpoint. An error is written to ``failed.json`` (atomically) and
@@ -305,7 +306,7 @@ def run_sweep(sweep: Sweep, engine: str = "ray", address: str | None = None, wor
         summary = {"name": sweep.name, "engine": engine, "runs": len(records), **counts,
                    "wall_seconds": round(time.perf_counter() - start, 3), "records": records}
         atomic_write_json(sweep.out / "sweep.json", summary)
-        if report and counts["done"] + counts["diverged"] + counts["at_chance"] + counts["skipped"] > 0:
+        if report and counts["failed"] < len(records):
             from clpeft.reports.report import build_report
 
             build_report([sweep.out], sweep.report, title=f"Sweep {sweep.name}", notes=sweep.description)

@@ -85,9 +85,12 @@ SCENARIO_CASES = [
     ("lae-warmup-takes-all", merged(strategies={"lae": {"pet": "adapter"}}), ["--strategy", "lae"],
      "never trains the PET after experience 0"),
     ("zero-epochs", merged(train={"epochs": 0}), [], "train.epochs is 0, so nothing would train"),
-    ("single-class-seen", merged(stream={"n_experiences": 10}), [], "which is 1 class: the loss is identically 0"),
+    # round two, item 4/7: a 10 × 1 stream runs where a later experience learns experience 0's class; refused
+    # where a class could never be learned, and the advice names every setting that has to change
+    ("single-class-first-session", merged(stream={"n_experiences": 10}), ["--strategy", "aper", "--pet", "adapter"],
+     "set stream.first_experience_classes: 2 with stream.n_experiences: 9"),
     ("single-class-current", merged(stream={"n_experiences": 10}, train={"epochs": 2}),
-     ["--strategy", "lae", "--pet", "adapter"], "use at least 2 classes per experience"),
+     ["--strategy", "lae", "--pet", "adapter"], "set stream.n_experiences: 5 (2 classes each)"),
     ("supsup-weights", merged(strategies={"supsup": {"options": {"weight_epochs": 2}}}),
      ["--strategy", "supsup", "--pet", "supermask"], "supsup trains masks only"),
     ("lae-loss-scope", merged(train={"loss_scope": "seen", "epochs": 2}), ["--strategy", "lae", "--pet", "lora"],
@@ -119,6 +122,9 @@ CLI_CASES = [
      "options.milestones of slca must be increasing epoch numbers ≥ 1, got [-1]"),
     ("wa-milestones-unsorted", ["--strategy", "wa", "--option", "milestones=[10, 5]"],
      "options.milestones of wa must be increasing epoch numbers"),
+    ("prompt-pool-on-a-cnn", ["--strategy", "coda_prompt"], "use a ViT backbone, e.g. --backbone vit_tiny_fmnist"),
+    ("l2p-init-range", ["--strategy", "l2p", "--option", "init_low=1", "--option", "init_high=0"],
+     "l2p's prompts and keys are drawn from U(init_low, init_high): options.init_high must be > options.init_low"),
     ("lame-rbf-one-neighbour", ["--tta", "lame", "--set", "tta.affinity=rbf"],
      "tta.lame.knn must be ≥ 2 with the rbf affinity"),
 ]
@@ -459,3 +465,50 @@ def test_resume_from_a_checkpoint_without_the_head_layout(tmp_path, capsys):
     del state["strategy"]["head_chunks"]
     torch.save(state, out / CHECKPOINT)
     assert_one_line_error(capsys, main([*config_args, "--resume"]), "the checkpoint's strategy state has no 'head_chunks'")
+
+
+# round two, item 4: every refusal that advises a fix is followed, and the run it names is then accepted
+ADVICE_CASES = [
+    ("single-class-first-session", merged(stream={"n_experiences": 10}), ["--strategy", "aper", "--pet", "adapter"]),
+    ("single-class-current", merged(stream={"n_experiences": 10}, train={"epochs": 2}),
+     ["--strategy", "lae", "--pet", "adapter"]),
+    ("single-class-current-b2", merged(stream={"n_experiences": 9, "first_experience_classes": 2}, train={"epochs": 2}),
+     ["--strategy", "lae", "--pet", "adapter"]),
+    ("jare-groups", BASE, ["--strategy", "jare", "--pet", "lora"]),
+    ("prompt-pool-on-a-cnn", BASE, ["--strategy", "l2p"]),
+    ("l2p-init-range", BASE, ["--strategy", "l2p", "--backbone", "vit_tiny_fmnist", "--option", "init_low=1",
+                              "--option", "init_high=0"]),
+    ("zero-epochs", merged(train={"epochs": 0}), []),
+]
+
+
+def advice(line: str) -> tuple[dict, list[str]]:
+    """The settings a refusal names: ``stream.KEY: N`` and ``drop stream.KEY`` edits, and ``--flag value`` pairs."""
+    import re
+
+    edits = {k: int(v) for k, v in re.findall(r"stream\.(\w+): (\d+)", line)}
+    edits.update({k: None for k in re.findall(r"drop stream\.(\w+)", line)})
+    flags = [t for pair in re.findall(r"(--(?:option|backbone|set|epochs) [^ ;,()]+)", line) for t in pair.split(" ")]
+    if "train.epochs ≥ 1" in line:
+        flags += ["--epochs", "1"]
+    return edits, flags
+
+
+@pytest.mark.parametrize("case,scenario,extra", ADVICE_CASES, ids=[c[0] for c in ADVICE_CASES])
+def test_a_refusals_advice_when_followed_is_accepted(tmp_path, capsys, case, scenario, extra):
+    scenario = json.loads(json.dumps(scenario))
+    scenario["pets"] = {"adapter": {"targets": ["fc2"]}, "lora": {"targets": ["fc2"]}}  # LeNet's modules by name
+    path = write_scenario(tmp_path, scenario)
+    assert main(["run", str(path), "--out", str(tmp_path / "refused"), "--quiet", *extra]) == 2
+    line = capsys.readouterr().err.strip()
+    edits, flags = advice(line)
+    assert edits or flags, f"the refusal names no setting to change: {line}"
+    for key, value in edits.items():
+        if value is None:
+            scenario["stream"].pop(key, None)
+        else:
+            scenario["stream"][key] = value
+    path = write_scenario(tmp_path, scenario)
+    code = main(["run", str(path), "--out", str(tmp_path / "followed"), "--quiet", *extra, *flags])  # later flags win
+    err = capsys.readouterr().err
+    assert code == 0 and "clpeft: error" not in err, f"followed {line!r}: {err}"

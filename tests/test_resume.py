@@ -109,3 +109,61 @@ def test_resume_refuses_another_config_and_unresumable_strategies(tmp_path, fast
         run(ewc, out_dir=tmp_path / "ewc", after_experience=crash_after(1))
     with pytest.raises(ClpeftError, match="cannot resume"):
         run(ewc, out_dir=tmp_path / "ewc", resume=True)
+
+
+def tensorboard_scalars(folder: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = sorted(folder.glob("events.out.tfevents.*"))
+    assert len(files) == 1, files  # an earlier attempt's events are not left beside the replayed ones
+    acc = EventAccumulator(str(files[0]))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def wandb_history(folder: Path) -> list[dict]:
+    """The history rows of the one offline W&B run in ``folder`` (its record log: 32 KiB blocks of chunks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    runs = sorted(folder.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    data, pos, buf, rows = runs[0].read_bytes(), 7, b"", []
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a full record, or the last chunk of one
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            if record.WhichOneof("record_type") == "history":
+                row = {i.key or "/".join(i.nested_key): i.value_json for i in record.history.item}
+                rows.append({k: v for k, v in row.items() if k not in ("_timestamp", "_runtime")})  # wall clock
+    return rows
+
+
+def test_live_logs_after_a_crash_and_resume_equal_an_uninterrupted_runs(tmp_path, fast_scenario, monkeypatch):
+    """Round two, item 3: --log csv after a kill and --resume kept only the resumed experiences' rows."""
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    fast_scenario["loggers"] = ["csv", "tensorboard", "wandb"]
+    config = resolve(fast_scenario, strategy="finetune")
+    run(config, out_dir=tmp_path / "clean")
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):  # experience 1 is logged, but the checkpoint holds experience 0 only
+        run(config, out_dir=crashed, after_experience=crash_after(1))
+    assert len((crashed / "logs" / "experiences.csv").read_text().splitlines()) == 1 + 2
+    run(config, out_dir=crashed, resume=True)
+    for name in ("epochs.csv", "experiences.csv"):
+        assert (crashed / "logs" / name).read_bytes() == (tmp_path / "clean" / "logs" / name).read_bytes()
+    clean_tb = tensorboard_scalars(tmp_path / "clean" / "logs" / "tensorboard")
+    assert clean_tb["eval/accuracy_seen"] and tensorboard_scalars(crashed / "logs" / "tensorboard") == clean_tb
+    clean_wb = wandb_history(tmp_path / "clean" / "logs" / "wandb")
+    assert sum("eval/accuracy_seen" in row for row in clean_wb) == 3 and wandb_history(crashed / "logs" / "wandb") == clean_wb

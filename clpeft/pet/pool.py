@@ -27,14 +27,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from clpeft.errors import ClpeftError
+from clpeft.pet.families import family
 from clpeft.pet.inject import inject_pet
 from clpeft.pet.prefix import PrefixConfig
+
+
+def check_uniform_init(method: str, low: float, high: float) -> None:
+    """A method's ``init_low``/``init_high`` options, checked where the user set them (before anything is built)."""
+    if not high > low:
+        raise ClpeftError(f"{method}'s prompts and keys are drawn from U(init_low, init_high): options.init_high must "
+                          f"be > options.init_low (got {low}, {high}); e.g. --option init_low=0 --option init_high=1")
 
 
 class PromptPool(nn.Module):
     def __init__(self, backbone: nn.Module, size: int, length: int, blocks: list[int], key_dim: int,
                  attention: bool = False, init: tuple[float, float] = (0.0, 1.0), keys: bool = True):
         super().__init__()
+        fam = family(backbone)
+        if fam != "vit":
+            raise ClpeftError(f"a prompt pool puts its prompts into the attention of a timm ViT, and this backbone is "
+                              f"{'not one' if fam == 'unknown' else 'a ' + fam}; use a ViT backbone, e.g. "
+                              "--backbone vit_tiny_fmnist (or any timm vit_* name)")
         if length % 2:
             raise ClpeftError(f"a prompt's length is split between keys and values; give an even length, got {length}")
         config = PrefixConfig(blocks=tuple(blocks), length=length // 2, compensatory=False, scale=1.0,

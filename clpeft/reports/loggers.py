@@ -5,10 +5,15 @@ the accuracy matrix with A (seen so far), Ā and forgetting so far.
 and ``wandb`` (offline, ``OUT/logs/wandb``; ``wandb sync`` uploads it later) are called directly — no
 Avalanche evaluator, so logging costs nothing per training step. A sweep logs each grid point as its own
 run, with its configuration, grouped under the sweep's name.
+
+Logs survive a kill: every start clears what an earlier attempt of the run left in ``OUT/logs`` (rows past
+its last checkpoint would otherwise stay or be lost), and a resumed run replays the checkpointed epochs and
+experiences first, so the files equal those of a run that never stopped.
 """
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 from clpeft.errors import ClpeftError
@@ -52,6 +57,8 @@ class TensorBoardLog:
     def __init__(self, folder: Path, config: dict, run_id: str):
         from torch.utils.tensorboard import SummaryWriter
 
+        for stale in folder.glob("events.out.tfevents.*"):  # an earlier attempt's events: replayed, not kept
+            stale.unlink()
         self.writer = SummaryWriter(log_dir=str(folder))
         self.writer.add_text("config", f"```\n{config}\n```")
 
@@ -77,6 +84,8 @@ class WandbLog:
         except ImportError:
             raise ClpeftError("--log wandb needs the wandb package (pip install wandb)") from None
         folder.mkdir(parents=True, exist_ok=True)
+        for stale in (folder / "wandb").glob("offline-run-*"):  # an earlier attempt's run: replayed, not kept
+            shutil.rmtree(stale, ignore_errors=True)
         self.run = wandb.init(project="clpeft", mode="offline", dir=str(folder), name=run_id, group=group,
                               config=config, reinit="finish_previous")
 

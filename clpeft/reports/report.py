@@ -130,7 +130,7 @@ class Row:
 
     @property
     def unhealthy(self) -> list[dict]:
-        """Runs marked diverged or at chance."""
+        """Runs marked diverged, not learned or at chance."""
         return [r for r in self.runs if r.get("health", {}).get("status", "ok") != "ok"]
 
     @property
@@ -293,7 +293,7 @@ def notes_tables(rows: list[Row], runs: Runs) -> list[Table]:
     tables = []
     unhealthy = [(row.label, r) for row in rows for r in row.unhealthy]
     if unhealthy:
-        tables.append(Table(f"Runs marked diverged or at chance ({len(unhealthy)}; included above and flagged ⚠):",
+        tables.append(Table(f"Runs marked diverged, not learned or at chance ({len(unhealthy)}; included above and flagged ⚠):",
                             ["method", "seed", "status", "why"],
                             [[label, str(r["config"]["seed"]), r["health"]["status"], "; ".join(r["health"]["reasons"])]
                              for label, r in unhealthy]))

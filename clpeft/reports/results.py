@@ -23,7 +23,8 @@ from clpeft.utils.io import atomic_write_json, atomic_write_text, writing
 
 SCHEMA_VERSION = 2
 REQUIRED_KEYS = {"schema_version", "run_id", "config", "accuracy_matrix", "metrics"}
-LOSS_RISE = 2.0  # a phase whose last epoch's mean loss is above LOSS_RISE × its first step's loss diverged
+LOSS_RISE = 2.0  # a phase whose last epoch's mean loss is above LOSS_RISE × its first step's loss (and above a
+# uniform guess's) diverged
 LOSS_FALL = 0.9  # a phase whose last epoch's mean loss is below LOSS_FALL × its first step's loss learned
 
 
@@ -51,6 +52,7 @@ class RunResult:
     strategy_summary: dict | None = None
     report_metrics: dict | None = None
     views: dict | None = None
+    notes: list | None = None  # what the run did differently from what was asked (e.g. an empty phase skipped)
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict:
@@ -64,11 +66,19 @@ def chance_threshold(num_classes: int, n_test: int) -> float:
 
 
 def assess_health(final_accuracy: float, num_classes: int, n_test: int, training: list[dict],
-                  measured: str = "final accuracy") -> dict:
-    """``{"status": "ok" | "at_chance" | "diverged", "reasons": [...]}``, so that no run that failed to learn is
-    averaged silently. ``diverged``: some phase's loss ended far above where it started, or the final accuracy
-    is at chance and no phase's loss fell (training did not learn). ``at_chance``: the loss fell but the final
-    accuracy is still at chance (everything forgotten, or an evaluation that does not match training).
+                  measured: str = "final accuracy", learned: list[dict] | None = None) -> dict:
+    """``{"status": "ok" | "not_learned" | "at_chance" | "diverged", "reasons": [...]}``, so that no run that
+    failed to learn is averaged silently. Judged, in this order of precedence:
+
+    - ``diverged``: some phase's loss ended above twice its first step's *and* above what a uniform guess over
+      the phase's classes scores (ln k): training made the model worse than guessing. Each phase is judged
+      against its own start, so a method whose second phase starts low and wobbles is not flagged.
+    - ``not_learned``: some experience, right after it was learned, was at chance on its own classes
+      (``learned``: ``{"experience", "accuracy", "classes", "samples"}`` per experience, the task-IL diagonal,
+      so forgetting and class-IL bias do not count), or the final accuracy is at chance and no phase's loss fell.
+    - ``at_chance``: the loss fell but the final accuracy is at chance (everything forgotten, or an evaluation
+      that does not match training).
+
     ``measured`` names the accuracy judged, when it is not the one the results headline."""
     reasons, status = [], "ok"
     phases: dict = {}
@@ -79,19 +89,37 @@ def assess_health(final_accuracy: float, num_classes: int, n_test: int, training
         start, end = entries[0].get("first_step_loss"), entries[-1]["loss"]
         if start is None or not math.isfinite(end):
             continue
-        if start > 0 and end > LOSS_RISE * start:
-            reasons.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)")
+        guess = math.log(entries[0]["classes"]) if entries[0].get("classes", 0) >= 2 else 0.0
+        if start > 0 and end > LOSS_RISE * start and end > guess:
+            reasons.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)"
+                           + (f", above the {guess:.3g} of a uniform guess" if guess else ""))
             status = "diverged"
         if end < LOSS_FALL * start:
             fell = True
+    flat = "" if fell or not phases else " and no training phase lowered its loss"
+    missed = [e for e in learned or [] if e["classes"] >= 2 and math.isfinite(e["accuracy"])
+              and e["accuracy"] <= chance_threshold(e["classes"], e["samples"])]
+    if missed:
+        listed = ", ".join(f"{e['experience']} ({100 * e['accuracy']:.1f} % on {e['classes']} classes)" for e in missed)
+        reasons.append(f"right after it was learned, experience{'s' if len(missed) > 1 else ''} {listed} "
+                       f"scored at chance on {'their' if len(missed) > 1 else 'its'} own classes{flat}")
+        flat = ""
+        if status == "ok":
+            status = "not_learned"
     threshold = chance_threshold(num_classes, n_test)
     if final_accuracy <= threshold:
         reasons.append(f"{measured} {100 * final_accuracy:.1f} % is at chance ({100 / num_classes:.1f} % for "
                        f"{num_classes} classes; ≤ {100 * threshold:.1f} % counts as chance on {n_test} test samples)"
-                       + ("" if fell or not phases else " and no training phase lowered its loss"))
+                       + flat)
         if status == "ok":
-            status = "at_chance" if fell or not phases else "diverged"
+            status = "at_chance" if fell or not phases else "not_learned"
     return {"status": status, "reasons": reasons}
+
+
+def learned_right_after(R_task: list, class_ranges: list, counts: list) -> list[dict]:
+    """Each experience's accuracy on its own classes right after it was learned (the task-IL diagonal)."""
+    return [{"experience": i, "accuracy": float(R_task[i][i]), "classes": b - a, "samples": int(counts[i])}
+            for i, (a, b) in enumerate(class_ranges) if i < len(R_task) and i < len(R_task[i])]
 
 
 def package_versions() -> dict:

@@ -205,17 +205,19 @@ class Engine(SupervisedTemplate):
         self.scheduler = self.make_scheduler(self.optimizer, self.phase) if self.phase is not None else None
 
     def _train_exp(self, experience, eval_streams=None, **kwargs):
+        start, end = self.loss_range()
+        empty = end - start < 2  # a loss over one class is identically 0: the run said it skips this experience
         for k, phase in enumerate(self._phases):
             if k > 0:
                 self.phase = phase
                 self._apply_trainable()
                 self.make_optimizer()
-            self.train_epochs = phase.epochs
+            self.train_epochs = 0 if empty else phase.epochs
             watched = [p for p in self.trainable_parameters() if p.requires_grad]
             before = fingerprint(watched)
             self._phase_loss_nonzero = False
             self.start_phase()
-            for self.epoch in range(phase.epochs):
+            for self.epoch in range(self.train_epochs):
                 self._before_training_epoch(**kwargs)
                 if self._stop_training:  # Avalanche's early stopping
                     self._stop_training = False
@@ -225,7 +227,7 @@ class Engine(SupervisedTemplate):
                     self.scheduler.step()
                 self._after_training_epoch(**kwargs)
             self.end_phase()
-            if phase.epochs > 0:
+            if self.train_epochs > 0:
                 self._check_learning(phase, watched, before)
 
     def _check_learning(self, phase: Phase, watched: list, before: torch.Tensor) -> None:
@@ -301,8 +303,9 @@ class Engine(SupervisedTemplate):
         entry = {"experience": self.experience_index, "phase": self.phase.name, "epoch": self.epoch,
                  "steps": steps, "loss": float(stats[0]) / steps if steps else math.nan,
                  "train_accuracy": float(stats[4] / stats[5]) if float(stats[5]) else math.nan}
-        if self.epoch == 0 and steps:  # where the phase started, for the divergence check
-            entry["first_step_loss"] = float(stats[1])
+        if self.epoch == 0 and steps:  # where the phase started and a uniform guess's width, for the divergence check
+            start, end = self.loss_range()
+            entry["first_step_loss"], entry["classes"] = float(stats[1]), end - start
         self.training_log.append(entry)
         if self._bar is not None:
             self._bar.close(entry)

@@ -48,6 +48,7 @@ from torch import nn
 from clpeft.config import TrainSettings
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
+from clpeft.streams.stream import single_class_fix
 from clpeft.strategies._engine import Engine
 from clpeft.strategies.registry import register  # noqa: F401 - part of the API a method file imports
 from clpeft.utils.device import autocast
@@ -132,27 +133,31 @@ class CLStrategy(Engine):
         """Hook: refuse settings that make the method degenerate (raise ClpeftError naming the fix)."""
 
     @classmethod
-    def check_run(cls, options, settings: TrainSettings, experience_sizes: list[int] | None) -> None:
+    def check_run(cls, options, settings: TrainSettings, experience_sizes: list[int] | None) -> list[int]:
         """Everything known before any data or model is built: the method's own rules, then the base's.
+        Returns the experiences whose training is skipped because their loss covers one class.
 
-        A cross-entropy over one logit is identically zero, so an experience trained by gradient whose
-        loss covers a single class can learn nothing; 0 epochs leave the new head as it was drawn."""
+        A cross-entropy over one logit is identically zero, so an experience whose loss covers a single class
+        learns nothing. With the seen classes in the loss (a 10 × 1 stream's experience 0) that is harmless when a
+        later experience trains: the class is learned there, and the run says it skipped the empty phase. It is
+        refused where some class would never enter a loss that can learn; 0 epochs leave the new head as drawn."""
         cls.check_config(options, settings)
         trained = cls.training_experiences(len(experience_sizes) if experience_sizes else 1)
         if trained and settings.epochs == 0:
             raise ClpeftError(f"{cls.name} learns by gradient steps but train.epochs is 0, so nothing would train; "
                               "set train.epochs ≥ 1")
         if not experience_sizes:
-            return
+            return []
         scope = cls.effective_loss_scope(settings)
         seen = np.cumsum(experience_sizes).tolist()
-        for i in trained:
-            width = experience_sizes[i] if scope == "current" else seen[i]
-            if width < 2:
-                fix = ("use at least 2 classes per experience" if scope == "current" else
-                       "give the first experience at least 2 classes (stream.first_experience_classes: 2)")
+        width = {i: experience_sizes[i] if scope == "current" else seen[i] for i in trained}
+        empty = [i for i in trained if width[i] < 2]
+        for i in empty:
+            if scope == "current" or not any(j > i and width[j] >= 2 for j in trained):
                 raise ClpeftError(f"{cls.name} trains experience {i} on a cross-entropy over its {scope} classes, "
-                                  f"which is 1 class: the loss is identically 0 and nothing can learn; {fix}")
+                                  f"which is 1 class: the loss is identically 0 and that class can never be learned; "
+                                  + single_class_fix(experience_sizes, scope))
+        return empty
 
     # ================================================================== hooks for strategy files
     def setup(self) -> None:

@@ -48,10 +48,11 @@ class CodaPrompt(CLStrategy):
         ortho_mu: float = option(0.0, "weight of the orthogonality penalty", ge=0.0)
 
     @classmethod
-    def check_run(cls, options, settings, experience_sizes) -> None:
-        super().check_run(options, settings, experience_sizes)
+    def check_run(cls, options, settings, experience_sizes) -> list[int]:
+        skipped = super().check_run(options, settings, experience_sizes)
         if experience_sizes:
             cls.components_per_experience(options, len(experience_sizes))
+        return skipped
 
     @staticmethod
     def components_per_experience(options, n: int) -> int:

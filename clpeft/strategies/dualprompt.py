@@ -23,7 +23,7 @@ import torch
 
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
-from clpeft.pet.pool import PromptPool
+from clpeft.pet.pool import PromptPool, check_uniform_init
 from clpeft.strategies.base import CLStrategy, register
 from clpeft.utils.typed import option
 
@@ -47,16 +47,18 @@ class DualPrompt(CLStrategy):
 
     @classmethod
     def check_config(cls, options, settings) -> None:
+        check_uniform_init("dualprompt", options.init_low, options.init_high)
         if not options.e_blocks:
             raise ClpeftError("dualprompt needs at least one block with E-prompts (options.e_blocks: [] would train "
                               "no expert prompt and infer no task); e.g. options.e_blocks: [2, 3, 4]")
 
     @classmethod
-    def check_run(cls, options, settings, experience_sizes) -> None:
-        super().check_run(options, settings, experience_sizes)
+    def check_run(cls, options, settings, experience_sizes) -> list[int]:
+        skipped = super().check_run(options, settings, experience_sizes)
         if experience_sizes and options.pool_size is not None and len(experience_sizes) > options.pool_size:
             raise ClpeftError(f"dualprompt trains one E-prompt per experience: {len(experience_sizes)} experiences "
                               f"need options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size})")
+        return skipped
 
     def pool_size(self) -> int:
         if self.options.pool_size is None and self.n_experiences is None:

@@ -100,6 +100,11 @@ class JARe(CLStrategy):
         key_dropout: float = option(0.25, "key dropout of the key loss", ge=0.0, lt=1.0)
 
     def setup(self):
+        d, groups = self.model.backbone.num_features, self.options.groups
+        if d % groups:  # said before the first experience trains, with the values that fit this backbone
+            fits = [g for g in range(1, min(d, 16) + 1) if d % g == 0]
+            raise ClpeftError(f"jare splits the {d}-dimensional query into options.groups={groups} equal groups, which "
+                              f"does not divide; use a divisor of {d}, e.g. --option groups={max(fits)}")
         self.keys: list[torch.Tensor] = []  # per experience [G, slots, d/G], frozen once fitted
         self.slot_names: list[list[str]] = []
 

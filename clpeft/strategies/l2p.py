@@ -21,7 +21,7 @@ import torch
 
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
-from clpeft.pet.pool import PromptPool
+from clpeft.pet.pool import PromptPool, check_uniform_init
 from clpeft.strategies.base import CLStrategy, register
 from clpeft.utils.typed import option
 
@@ -47,6 +47,7 @@ class L2P(CLStrategy):
 
     @classmethod
     def check_config(cls, options, settings) -> None:
+        check_uniform_init("l2p", options.init_low, options.init_high)
         if options.top_k > options.pool_size:
             raise ClpeftError(f"l2p takes top_k={options.top_k} prompts from a pool of {options.pool_size}; "
                               "lower top_k or grow pool_size")

@@ -87,6 +87,25 @@ def experience_sizes(num_classes: int, n_experiences: int, first: int | None) ->
     return [first] + [rest // (n_experiences - 1)] * (n_experiences - 1)
 
 
+def single_class_fix(sizes: list[int], scope: str) -> str:
+    """The stream settings that give every loss at least 2 classes, each one named with a value that splits."""
+    num_classes, n = sum(sizes), len(sizes)
+    if scope == "current":
+        fits = [m for m in range(1, n + 1) if num_classes % m == 0 and num_classes // m >= 2]
+        if not fits:
+            return f"the data set's {num_classes} classes are too few for 2 classes per experience"
+        m = max(fits)
+        drop = " and drop stream.first_experience_classes" if len(set(sizes)) > 1 else ""
+        return f"set stream.n_experiences: {m} ({num_classes // m} classes each){drop}"
+    rest = num_classes - 2
+    fits = [m for m in range(2, n + 1) if rest > 0 and rest % (m - 1) == 0]
+    if not fits:
+        return "set stream.n_experiences: 1"
+    m = max(fits)
+    return (f"set stream.first_experience_classes: 2 with stream.n_experiences: {m} (the other {rest} classes in "
+            f"{m - 1} experience{'s' if m > 2 else ''} of {rest // (m - 1)})")
+
+
 @dataclass
 class ContinualStream:
     """An Avalanche benchmark plus the facts clpeft's loop needs."""
