@@ -30,10 +30,30 @@ class LoRAConfig(PETConfig):
     rank: int = option(5, "rank r of each update", ge=1)
     alpha: float | None = option(None, "fixed scale alpha/r (peft); null: learnable scale initialised to 1 (LAE)")
     kv_only: bool = option(True, "on a fused qkv layer adapt only K and V (LAE)")
+    parts: str | None = option(None, "on a fused qkv layer, which of q, k, v get their own pair, e.g. qv (SD-LoRA), "
+                                     "kv (InfLoRA), qkv; null: kv_only decides")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.parts is not None and (not self.parts or set(self.parts) - set("qkv") or
+                                       len(set(self.parts)) != len(self.parts)):
+            raise ClpeftError(f"pets.lora.parts must name some of q, k, v once each (e.g. qv), got {self.parts!r}")
+
+    def as_dict(self) -> dict:
+        out = super().as_dict()
+        if out["parts"] is None:  # unset: the settings (and the run ids) of runs from before the option existed
+            del out["parts"]
+        return out
 
 
 class LoRAModule(nn.Module):
-    """One (A, B, scale) pair per output slice; A kaiming-uniform, B zero, so ΔW starts at 0."""
+    """One (A, B, scale) pair per output slice; A kaiming-uniform, B zero, so ΔW starts at 0.
+
+    ``direction_only``: the pair acts as the direction B·A / (‖B‖_F ‖A‖_F) of each slice (SD-LoRA's normalisation,
+    ‖B·A‖_F ≤ 1), its size given by the mixture weight (learned magnitudes); a method sets it, and re-sets it
+    after a resume."""
+
+    direction_only = False
 
     def __init__(self, in_features: int, slices: list[tuple[int, int]], rank: int, alpha: float | None):
         super().__init__()
@@ -43,8 +63,14 @@ class LoRAModule(nn.Module):
         fixed = None if alpha is None else alpha / rank
         self.scales = nn.ModuleList([Scaler(fixed) for _ in slices])
 
+    def slice_scale(self, i: int) -> torch.Tensor:
+        """The scale of slice ``i``'s pair (divided by ‖B‖_F ‖A‖_F when ``direction_only``)."""
+        if not self.direction_only:
+            return self.scales[i]()
+        return self.scales[i]() / (self.lora_B[i].norm() * self.lora_A[i].norm()).clamp_min(1e-12)
+
     def delta_weights(self) -> list[torch.Tensor]:
-        return [s() * (b @ a) for a, b, s in zip(self.lora_A, self.lora_B, self.scales)]
+        return [self.slice_scale(i) * (b @ a) for i, (a, b) in enumerate(zip(self.lora_A, self.lora_B))]
 
 
 class LoRALayer(PETLayer):
@@ -81,12 +107,12 @@ class LoRALayer(PETLayer):
             out = out.permute(0, 2, 3, 1)  # a view: the slices below are added into the conv output in place
         for i, (start, end) in enumerate(self.slices):
             if kind == "single":
-                d = obj.scales[i]() * F.linear(F.linear(xi, obj.lora_A[i].to(xi.dtype)), obj.lora_B[i].to(xi.dtype))
+                d = obj.slice_scale(i) * F.linear(F.linear(xi, obj.lora_A[i].to(xi.dtype)), obj.lora_B[i].to(xi.dtype))
             else:
                 mods, w = obj
                 a = torch.stack([m.lora_A[i] for m in mods]).to(xi.dtype)        # [K, r, in]
                 b = torch.stack([m.lora_B[i] for m in mods]).to(xi.dtype)        # [K, o, r]
-                s = torch.stack([m.scales[i]() for m in mods]).to(xi.dtype)      # [K]
+                s = torch.stack([m.slice_scale(i) for m in mods]).to(xi.dtype)   # [K]
                 flat = xi.reshape(xi.shape[0], -1, xi.shape[-1])
                 index = self.routing.mix_index
                 if index is None:  # dense: every instance of the bank, weighted
@@ -139,9 +165,11 @@ def build(model, name: str, module, config: LoRAConfig, routing, fam: str) -> Lo
     if not isinstance(inner, (nn.Linear, nn.Conv2d)):
         raise ClpeftError(f"LoRA targets Linear or 1x1 Conv2d layers; {name} is {type(inner).__name__}")
     out = inner.out_features if isinstance(inner, nn.Linear) else inner.out_channels
-    if config.kv_only and name.endswith("qkv"):
+    if name.endswith("qkv") and (config.parts or config.kv_only):
         d = out // 3
-        slices = [(d, 2 * d), (2 * d, 3 * d)]
+        slices = [("qkv".index(part) * d, ("qkv".index(part) + 1) * d) for part in (config.parts or "kv")]
+    elif config.parts:
+        raise ClpeftError(f"pets.lora.parts picks slices of a fused qkv layer; {name} is not one (drop parts)")
     else:
         slices = [(0, out)]
     return LoRALayer(module, routing, slices, config.rank, config.alpha)
