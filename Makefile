@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text pretrained-baselines gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier pretrained-baselines parity-inflora parity-sd-lora gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -50,6 +50,34 @@ exssnet: setup
 jare: setup
 	$(SWEEP) examples/sweeps/jare.yaml
 
+lora-tier: setup
+	$(SWEEP) examples/sweeps/lora_tier.yaml
+
+# Parity against the official code on the shared digits stream (reports/parity/): both sides, 5 seeds, 10 epochs
+# (~20 min on 2 cores each). Needs the official repository extracted first (reports/parity/official/README.md):
+# InfLoRA under /tmp/inflora (INFLORA=…), SD-LoRA under /tmp/sdlora (SDLORA=…; its code imports einops).
+PARITY_SEEDS := 0 1 2 3 4
+parity-inflora: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_inflora && $(PY) reports/parity/official/make_weights.py
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/inflora_official.py --seed $$s --epochs 10 --lr 0.002 \
+	    --out /tmp/parity_inflora/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_inflora/clpeft_s$$s inflora \
+	  || exit 1; done
+	$(PY) reports/parity/summarise_lora.py inflora /tmp/parity_inflora > reports/parity/inflora_runs.json
+	OMP_NUM_THREADS=1 $(PY) reports/parity/official/inflora_subspace.py --seeds 0 1 2 --out reports/parity/inflora_subspace_runs.json
+	$(PY) reports/parity/ledger.py
+
+parity-sd-lora: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_sd_lora && $(PY) reports/parity/official/make_weights.py
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/sd_lora_official.py --seed $$s --epochs 10 --lr 0.008 \
+	    --out /tmp/parity_sd_lora/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_sd_lora/clpeft_s$$s sd_lora \
+	  || exit 1; done
+	$(PY) reports/parity/summarise_lora.py sd_lora /tmp/parity_sd_lora > reports/parity/sd_lora_runs.json
+	$(PY) reports/parity/ledger.py
+
 jare-text: setup
 	$(SWEEP) examples/sweeps/jare_text.yaml
 
@@ -72,6 +100,7 @@ bench: setup
 	$(PY) benchmarks/cli_latency.py
 	$(PY) benchmarks/prompt_pool_cost.py
 	$(PY) benchmarks/class_stats_cost.py
+	$(PY) benchmarks/lora_tier_cost.py
 
 clean:
 	rm -rf runs

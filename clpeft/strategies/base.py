@@ -323,6 +323,11 @@ class CLStrategy(Engine):
                 labels.append(torch.as_tensor(batch[1]).to(self.device))
         return torch.cat(feats), torch.cat(labels).long()
 
+    def current_head_parameters(self) -> list[nn.Parameter]:
+        """The newest head chunk's parameters (the current experience's classes; none before the first): what trains
+        of the head when the loss covers only the current classes, or old rows must stay as they are."""
+        return [p for chunk in self.model.head.chunks[-1:] for p in chunk.parameters()]
+
     def body_parameters(self) -> list[nn.Parameter]:
         """What trains below the head: the PET's parameters with a PET, else every backbone weight."""
         return list(self.pet.parameters()) if self.pet is not None else list(self.model.backbone.parameters())

@@ -107,7 +107,7 @@ class ExSSNeT(CLStrategy):
         return [mask, Phase("weights", self.weight_epochs, lr=self.options.weight_lr)]
 
     def trainable_parameters(self):
-        head = list(self.model.head.chunks[-1].parameters()) if len(self.model.head.chunks) else []
+        head = self.current_head_parameters()
         if self.phase is not None and self.phase.name == "weights":
             return [layer.base.weight for layer in self.layers.values()] + head
         return (self.pet.parameters(self.tasks[-1]) if self.tasks else []) + head

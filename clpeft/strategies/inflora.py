@@ -73,7 +73,7 @@ class InfLoRA(CLStrategy):
 
     def trainable_parameters(self):
         current = self.pet.named_parameters(self.names[-1])
-        return [p for n, p in current.items() if ".lora_B." in n] + self._current_head()
+        return [p for n, p in current.items() if ".lora_B." in n] + self.current_head_parameters()
 
     def training_logits(self, x):
         with self._summed(), self.autocast():
@@ -91,10 +91,6 @@ class InfLoRA(CLStrategy):
             return Prediction(logits=self.model.head(features), features=features)
 
     # ------------------------------------------------------------------ helpers
-    def _current_head(self) -> list:
-        """The current experience's head rows (earlier rows take no gradient from a current-class loss)."""
-        return [p for chunk in self.model.head.chunks[-1:] for p in chunk.parameters()]
-
     def _summed(self):
         """Every instance so far, each with weight 1: the model InfLoRA trains and predicts with."""
         return self.pet.mixing(self.names, torch.ones(1, len(self.names), device=self.device))

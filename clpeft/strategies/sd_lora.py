@@ -77,7 +77,7 @@ class SDLoRA(CLStrategy):
                 self.magnitudes[len(self.names) - 1] = self.options.magnitude_init
 
     def trainable_parameters(self):
-        return self.pet.parameters(self.names[-1]) + [self.magnitudes] + self._current_head()
+        return self.pet.parameters(self.names[-1]) + [self.magnitudes] + self.current_head_parameters()
 
     def training_logits(self, x):
         with self._summed(), self.autocast():
@@ -90,10 +90,6 @@ class SDLoRA(CLStrategy):
             return Prediction(logits=self.model.head(features), features=features)
 
     # ------------------------------------------------------------------ helpers
-    def _current_head(self) -> list:
-        """The current experience's head rows (earlier rows take no gradient from a current-class loss)."""
-        return [p for chunk in self.model.head.chunks[-1:] for p in chunk.parameters()]
-
     def _summed(self):
         """Σ_i α_i · instance_i over every instance so far (earlier ones as normalised directions)."""
         return self.pet.mixing(self.names, self.magnitudes[None, : len(self.names)])

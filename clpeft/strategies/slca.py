@@ -66,7 +66,7 @@ class SLCA(CLStrategy):
 
     def trainable_parameters(self):
         body = list(self.pet.parameters()) if self.pet is not None else list(self.model.backbone.parameters())
-        head = list(self.model.head.chunks[-1].parameters()) if len(self.model.head.chunks) else []
+        head = self.current_head_parameters()
         return body + head
 
     def optimizer_groups(self, params):

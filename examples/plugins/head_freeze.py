@@ -38,7 +38,7 @@ class HeadFreeze(CLStrategy):
         return [Phase("head", warm)] * (warm > 0) + [Phase("train", self.settings.epochs - warm)]
 
     def trainable_parameters(self):
-        new_chunk = list(self.model.head.chunks[-1].parameters()) if self.model.head.chunks else []
+        new_chunk = self.current_head_parameters()
         if self.phase is not None and self.phase.name == "head":
             return new_chunk
         return self.body_parameters() + new_chunk

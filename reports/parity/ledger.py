@@ -77,6 +77,24 @@ def rows():
     d = 100 * (statistics.mean(ours) - statistics.mean(off))
     out.append(("WA (resnet32, PyCIL's schedule × 0.1)", "G-U-N/PyCIL@87cc411", f"{len(off)} / {len(ours)}",
                 mean_std(off), mean_std(ours), f"{d:+.1f}", status(d), "wa.md"))
+    for name, label in (("inflora", "InfLoRA (end to end)"), ("sd_lora", "SD-LoRA (end to end)")):
+        if not (HERE / f"{name}_runs.json").exists():
+            continue
+        runs_ = load(f"{name}_runs.json")
+        off = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "official"]
+        ours = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "clpeft"]
+        d = 100 * (statistics.mean(ours) - statistics.mean(off))
+        out.append((label, runs_["official"], f"{len(off)} / {len(ours)}", mean_std(off), mean_std(ours), f"{d:+.1f}",
+                    status(d, runs_.get("explained")), f"{name}.md"))
+    if (HERE / "inflora_subspace_runs.json").exists():
+        sub = load("inflora_subspace_runs.json")
+        rows_ = [r for seed in sub["seeds"].values() for r in seed["rows"]]
+        same = all(r["dim_official"] == r["dim_clpeft"] and r["kind_official"] == r["kind_clpeft"] for r in rows_)
+        worst = max(max(r["basis_angle"] or 0.0, r["A_angle"]) for r in rows_)
+        out.append(("InfLoRA subspace memory and design of A (same inputs)", "liangyanshuo/InfLoRA@e08b00e",
+                    f"same Gram matrices, {len(sub['seeds'])} runs", "—", "—",
+                    f"dimensions and kinds {'equal' if same else 'DIFFER'}, max angle {worst:.1e} rad",
+                    "equal" if same and worst < 1e-5 else "open", "inflora.md"))
     lame = load("lame_runs.json")
     worst = max(row["max_abs_diff"] for d_ in lame.values() for row in d_["rows"])
     flips = sum(row["argmax_disagreements"] for d_ in lame.values() for row in d_["rows"])
