@@ -512,3 +512,14 @@ def test_a_refusals_advice_when_followed_is_accepted(tmp_path, capsys, case, sce
     code = main(["run", str(path), "--out", str(tmp_path / "followed"), "--quiet", *extra, *flags])  # later flags win
     err = capsys.readouterr().err
     assert code == 0 and "clpeft: error" not in err, f"followed {line!r}: {err}"
+
+
+def test_a_run_that_learned_nothing_says_so_on_the_terminal(tmp_path, capsys):
+    """Round two, item 1: `--set train.lr=1.0e-6` kept every loss at ln(seen classes), yet A_T was above chance and the
+    run was recorded ok; now the terminal, results.json and the health verdict say it did not learn."""
+    path = write_scenario(tmp_path, merged(stream={"n_experiences": 5}))
+    out = tmp_path / "out"
+    assert main(["run", str(path), "--out", str(out), "--quiet", "--set", "train.lr=1.0e-6"]) == 0
+    err = capsys.readouterr().err
+    assert "this run is marked NOT LEARNED in results.json: right after it was learned, experience" in err
+    assert json.loads((out / "results.json").read_text())["health"]["status"] == "not_learned"
