@@ -14,14 +14,10 @@ given here (epochs, batch size, learning rate scaled to digits as clpeft's side 
     OMP_NUM_THREADS=2 python reports/parity/official/inflora_official.py --seed 0 --epochs 20 --lr 0.002 \
         --out /tmp/parity_inflora/official_s0.json
 """
-import argparse
-import json
 import os
-import random
 import sys
 import types
 
-import numpy as np
 import torch
 
 INFLORA = os.environ.get("INFLORA", "/tmp/inflora")
@@ -30,51 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, INFLORA)
 sys.modules.setdefault("ipdb", types.ModuleType("ipdb"))  # imported at the top of methods/inflora.py, never called
 
-from shared_digits import digits32  # noqa: E402
+from pycil_style import DigitsManager, arguments, run_tasks  # noqa: E402
 
-WIDTH, DEPTH, HEADS = 96, 6, 3
-
-
-class Indexed(torch.utils.data.Dataset):
-    """Its data manager's dataset contract: (index, image, label)."""
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return i, self.x[i], int(self.y[i])
-
-
-class DigitsManager:
-    """The shared digits stream as its DataManager serves it: tasks of 2 classes in the order 0..9."""
-
-    def __init__(self):
-        self.xtr, self.ytr, self.xte, self.yte = digits32()
-
-    def get_task_size(self, task):
-        return 2
-
-    def get_dataset(self, indices, source, mode):
-        x, y = (self.xtr, self.ytr) if source == "train" else (self.xte, self.yte)
-        keep = torch.isin(y, torch.as_tensor(np.asarray(indices)))
-        return Indexed(x[keep], y[keep])
+WIDTH, DEPTH, HEADS, RANK = 96, 6, 3, 10
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.002)
-    p.add_argument("--rank", type=int, default=10)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+    args = arguments(__doc__.splitlines()[0], lr=0.002)
 
     from safetensors.torch import load_file
 
@@ -100,7 +58,7 @@ def main():
     InfLoRA.update_DualGPM = lambda self, mats: update(self, [m.numpy() for m in mats])
     config = {"memory_size": 0, "memory_per_class": 0, "fixed_memory": True, "device": [torch.device("cpu")],
               "net_type": "sip", "embd_dim": WIDTH, "total_sessions": 5, "init_cls": 2, "increment": 2,
-              "rank": args.rank, "optim": "adam", "EPSILON": 1e-8, "init_epoch": args.epochs, "init_lr": args.lr,
+              "rank": RANK, "optim": "adam", "EPSILON": 1e-8, "init_epoch": args.epochs, "init_lr": args.lr,
               "init_lr_decay": 0.1, "init_weight_decay": 0.0, "epochs": args.epochs, "lrate": args.lr,
               "lrate_decay": 0.1, "batch_size": args.batch, "weight_decay": 0.0, "num_workers": 0, "lamb": 0.95,
               "lame": 1.0, "dataset": "digits"}
@@ -115,28 +73,7 @@ def main():
     feature_gap = float((theirs_f - ours_f).abs().max())
     print(f"max |feature difference| official vs clpeft backbone: {feature_gap:.2e}", flush=True)
 
-    R, n = [], [int(((manager.yte // 2) == t).sum()) for t in range(5)]
-    for task in range(5):
-        learner.incremental_train(manager)
-        learner._network.eval()
-        row = []
-        with torch.no_grad():
-            logits = learner._network.interface(manager.xte)
-        pred = logits.argmax(1)
-        for t in range(5):
-            m = (manager.yte // 2) == t
-            row.append(float((pred[m] == manager.yte[m]).float().mean()) if task >= t else 0.0)
-        R.append(row)
-        learner.after_task()
-        print(f"after task {task}: " + " ".join(f"{a:.3f}" for a in row[: task + 1]), flush=True)
-    final = float(np.dot(R[-1], n) / sum(n))
-    result = {"side": "official", "seed": args.seed, "accuracy_matrix": R, "final_accuracy": final, "test_samples": n,
-              "feature_gap": feature_gap, "threads": torch.get_num_threads(),
-              "settings": {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "rank": args.rank}}
-    print(json.dumps({k: result[k] for k in ("side", "seed", "final_accuracy")}))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    json.dump(result, open(args.out, "w"), indent=1)
-
+    run_tasks(learner, manager, lambda lrn, x: lrn._network.interface(x), args, feature_gap, RANK)
 
 if __name__ == "__main__":
     main()

@@ -14,37 +14,23 @@ no weight decay, constant rate, rank 10, magnitudes 0.8) except those given here
     OMP_NUM_THREADS=1 python reports/parity/official/sd_lora_official.py --seed 0 --epochs 10 --lr 0.008 \
         --out /tmp/parity_sd_lora/official_s0.json
 """
-import argparse
-import json
 import os
-import random
 import sys
 import tempfile
 
-import numpy as np
 import torch
 from torch import nn
 
 SDLORA = os.environ.get("SDLORA", "/tmp/sdlora")
 WEIGHTS = os.environ.get("SHARED_WEIGHTS", "/tmp/parity_coda/vit32.safetensors")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from shared_digits import digits32  # noqa: E402
-from inflora_official import DigitsManager  # noqa: E402 - the same (index, image, label) data manager
+from pycil_style import DigitsManager, arguments, run_tasks  # noqa: E402
 
 WIDTH = 96
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.008)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+    args = arguments(__doc__.splitlines()[0], lr=0.008)
 
     import timm
     from safetensors.torch import load_file
@@ -103,26 +89,7 @@ def main():
     feature_gap = float((theirs_f - ours_f).abs().max())
     print(f"max |feature difference| official vs clpeft backbone: {feature_gap:.2e}", flush=True)
 
-    R, n = [], [int(((manager.yte // 2) == t).sum()) for t in range(5)]
-    for task in range(5):
-        learner.incremental_train(manager)
-        learner._network.eval()
-        with torch.no_grad():
-            logits = learner._network(manager.xte)["logits"][:, : learner._total_classes]
-        pred = logits.argmax(1)
-        row = [float((pred[m] == manager.yte[m]).float().mean()) if task >= t else 0.0
-               for t, m in ((t, (manager.yte // 2) == t) for t in range(5))]
-        R.append(row)
-        learner.after_task()
-        print(f"after task {task}: " + " ".join(f"{a:.3f}" for a in row[: task + 1]), flush=True)
-    final = float(np.dot(R[-1], n) / sum(n))
-    result = {"side": "official", "seed": args.seed, "accuracy_matrix": R, "final_accuracy": final, "test_samples": n,
-              "feature_gap": feature_gap, "threads": torch.get_num_threads(),
-              "settings": {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "rank": 10}}
-    print(json.dumps({k: result[k] for k in ("side", "seed", "final_accuracy")}))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    json.dump(result, open(args.out, "w"), indent=1)
-
+    run_tasks(learner, manager, lambda lrn, x: lrn._network(x)["logits"][:, : lrn._total_classes], args, feature_gap)
 
 if __name__ == "__main__":
     main()
