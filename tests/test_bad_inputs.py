@@ -479,6 +479,13 @@ ADVICE_CASES = [
     ("l2p-init-range", BASE, ["--strategy", "l2p", "--backbone", "vit_tiny_fmnist", "--option", "init_low=1",
                               "--option", "init_high=0"]),
     ("zero-epochs", merged(train={"epochs": 0}), []),
+    ("n-exp-divide", merged(stream={"n_experiences": 3}), []),
+    ("lae-warmup-takes-all", merged(train={"epochs": 1}), ["--strategy", "lae", "--pet", "adapter"]),
+    ("coda-pool-multiple", BASE, ["--strategy", "coda_prompt", "--backbone", "vit_tiny_fmnist_scratch",
+                                  "--option", "pool_size=7", "--option", "length=2"]),
+    ("dualprompt-pool-short", BASE, ["--strategy", "dualprompt", "--backbone", "vit_tiny_fmnist_scratch",
+                                     "--option", "pool_size=1"]),
+    ("l2p-top-k", BASE, ["--strategy", "l2p", "--backbone", "vit_tiny_fmnist_scratch", "--option", "top_k=40"]),
 ]
 
 

@@ -58,7 +58,7 @@ class CodaPrompt(CLStrategy):
     def components_per_experience(options, n: int) -> int:
         if options.pool_size % n:
             raise ClpeftError(f"coda_prompt splits options.pool_size={options.pool_size} components evenly over {n} "
-                              "experiences; give a multiple")
+                              f"experiences; give a multiple of {n}, e.g. --option pool_size={-(-options.pool_size // n) * n}")
         return options.pool_size // n
 
     def setup(self):

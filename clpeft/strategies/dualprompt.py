@@ -57,7 +57,8 @@ class DualPrompt(CLStrategy):
         skipped = super().check_run(options, settings, experience_sizes)
         if experience_sizes and options.pool_size is not None and len(experience_sizes) > options.pool_size:
             raise ClpeftError(f"dualprompt trains one E-prompt per experience: {len(experience_sizes)} experiences "
-                              f"need options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size})")
+                              f"need options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size}); e.g. "
+                              f"--option pool_size={len(experience_sizes)}")
         return skipped
 
     def pool_size(self) -> int:

@@ -50,7 +50,7 @@ class L2P(CLStrategy):
         check_uniform_init("l2p", options.init_low, options.init_high)
         if options.top_k > options.pool_size:
             raise ClpeftError(f"l2p takes top_k={options.top_k} prompts from a pool of {options.pool_size}; "
-                              "lower top_k or grow pool_size")
+                              f"lower top_k or grow pool_size, e.g. --option top_k={options.pool_size}")
 
     def setup(self):
         o = self.options

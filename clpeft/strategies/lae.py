@@ -56,7 +56,8 @@ class LAE(CLStrategy):
         if settings.epochs > 0 and warmup >= settings.epochs:
             raise ClpeftError(f"lae with train.epochs={settings.epochs} and a head-only warm-up of {warmup} epoch(s) "
                               "never trains the PET after experience 0 (both experts stay identical); use train.epochs "
-                              f"≥ {warmup + 1} or set options.pet_warmup_epochs below {settings.epochs}")
+                              f"≥ {warmup + 1} (e.g. --epochs {warmup + 1}) or set options.pet_warmup_epochs below "
+                              f"{settings.epochs}")
 
     def setup(self):
         self.pet_warmup_epochs = self.warmup_epochs(self.options, self.settings.epochs)

@@ -73,9 +73,10 @@ def experience_sizes(num_classes: int, n_experiences: int, first: int | None) ->
     if first is None:
         if num_classes % n_experiences:
             valid = [n for n in range(1, num_classes + 1) if num_classes % n == 0]
+            near = min(valid, key=lambda n: (abs(n - n_experiences), n))
             raise ClpeftError(
                 f"n_experiences={n_experiences} does not divide the {num_classes} classes; "
-                f"use one of {valid} or set first_experience_classes"
+                f"use one of {valid} (e.g. stream.n_experiences: {near}) or set first_experience_classes"
             )
         return [num_classes // n_experiences] * n_experiences
     rest = num_classes - first
