@@ -70,13 +70,9 @@ def peak_rss_mb(name: str, experiences: int, batch: int) -> float:
 
 
 def one_step(name: str, experiences: int, batch: int) -> None:
-    model, pet, strategy, dev = strategy_with_bank(name, experiences, "cpu")
-    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
-    for p in strategy.trainable_parameters():
-        p.requires_grad_(True)
-    F.cross_entropy(strategy.training_logits(x), y).backward()
-    with torch.no_grad():
-        strategy.predict(x)
+    step, predict, *_ = runners(name, experiences, batch, "cpu")
+    step()
+    predict()
 
 
 def runners(name: str, experiences: int, batch: int, device: str):

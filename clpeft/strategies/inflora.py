@@ -76,8 +76,8 @@ class InfLoRA(CLStrategy):
         return [p for n, p in current.items() if ".lora_B." in n] + self.current_head_parameters()
 
     def training_logits(self, x):
-        with self._summed(), self.autocast():
-            return self.model(x)
+        with self._summed():
+            return super().training_logits(x)
 
     def after_experience(self):
         t = self.experience_index
@@ -86,9 +86,8 @@ class InfLoRA(CLStrategy):
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: torch.Tensor) -> Prediction:
-        with self._summed(), self.autocast():
-            features = self.model.features(x)
-            return Prediction(logits=self.model.head(features), features=features)
+        with self._summed():
+            return super().predict(x)
 
     # ------------------------------------------------------------------ helpers
     def _summed(self):

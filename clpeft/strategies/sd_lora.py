@@ -80,14 +80,13 @@ class SDLoRA(CLStrategy):
         return self.pet.parameters(self.names[-1]) + [self.magnitudes] + self.current_head_parameters()
 
     def training_logits(self, x):
-        with self._summed(), self.autocast():
-            return self.model(x)
+        with self._summed():
+            return super().training_logits(x)
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: torch.Tensor) -> Prediction:
-        with self._summed(), self.autocast():
-            features = self.model.features(x)
-            return Prediction(logits=self.model.head(features), features=features)
+        with self._summed():
+            return super().predict(x)
 
     # ------------------------------------------------------------------ helpers
     def _summed(self):
