@@ -57,26 +57,26 @@ lora-tier: setup
 # (~20 min on 2 cores each). Needs the official repository extracted first (reports/parity/official/README.md):
 # InfLoRA under /tmp/inflora (INFLORA=…), SD-LoRA under /tmp/sdlora (SDLORA=…; its code imports einops).
 PARITY_SEEDS := 0 1 2 3 4
-parity-inflora: setup
-	mkdir -p /tmp/parity_coda /tmp/parity_inflora && $(PY) reports/parity/official/make_weights.py
+# $(1): the method (its shim is official/$(1)_official.py), $(2): its learning rate. Both sides for every seed, then
+# the method's run file.
+define parity_lora
+	mkdir -p /tmp/parity_coda /tmp/parity_$(1) && $(PY) reports/parity/official/make_weights.py
 	for s in $(PARITY_SEEDS); do \
-	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/inflora_official.py --seed $$s --epochs 10 --lr 0.002 \
-	    --out /tmp/parity_inflora/official_s$$s.json && \
-	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_inflora/clpeft_s$$s inflora \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/$(1)_official.py --seed $$s --epochs 10 --lr $(2) \
+	    --out /tmp/parity_$(1)/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_$(1)/clpeft_s$$s $(1) \
 	  || exit 1; done
-	$(PY) reports/parity/summarise_lora.py inflora /tmp/parity_inflora > reports/parity/inflora_runs.json
+	$(PY) reports/parity/summarise_lora.py $(1) /tmp/parity_$(1) > reports/parity/$(1)_runs.json
+endef
+
+parity-inflora: setup
+	$(call parity_lora,inflora,0.002)
 	OMP_NUM_THREADS=1 $(PY) reports/parity/official/inflora_subspace.py --seeds 0 1 2 --out reports/parity/inflora_subspace_runs.json
-	$(PY) reports/parity/ledger.py
+	$(PY) reports/parity/lora_pages.py && $(PY) reports/parity/ledger.py
 
 parity-sd-lora: setup
-	mkdir -p /tmp/parity_coda /tmp/parity_sd_lora && $(PY) reports/parity/official/make_weights.py
-	for s in $(PARITY_SEEDS); do \
-	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/sd_lora_official.py --seed $$s --epochs 10 --lr 0.008 \
-	    --out /tmp/parity_sd_lora/official_s$$s.json && \
-	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_sd_lora/clpeft_s$$s sd_lora \
-	  || exit 1; done
-	$(PY) reports/parity/summarise_lora.py sd_lora /tmp/parity_sd_lora > reports/parity/sd_lora_runs.json
-	$(PY) reports/parity/ledger.py
+	$(call parity_lora,sd_lora,0.008)
+	$(PY) reports/parity/lora_pages.py && $(PY) reports/parity/ledger.py
 
 jare-text: setup
 	$(SWEEP) examples/sweeps/jare_text.yaml

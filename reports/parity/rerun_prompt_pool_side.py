@@ -6,11 +6,12 @@ count and config hash), and print its rows of the table in prompt_pool.md.
     python reports/parity/rerun_prompt_pool_side.py coda_prompt /tmp/coda_rerun
 """
 import json
-import statistics
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from summarise import table_rows  # noqa: E402 - the table's rows, one source
 
 
 def main(method: str, folder: Path) -> None:
@@ -26,15 +27,7 @@ def main(method: str, folder: Path) -> None:
                                "threads": json.loads((run / "runtime.json").read_text())["threads"]}
     data[method]["clpeft"] = side
     path.write_text(json.dumps(data, indent=1) + "\n")
-    means = {}
-    for name, runs in (("official", data[method]["official"]), ("clpeft", side)):
-        a = [100 * runs[s]["A_T"] if s in runs else None for s in map(str, range(5))]
-        got = [v for v in a if v is not None]
-        means[name] = statistics.mean(got)
-        last = statistics.mean(100 * runs[s]["matrix"][-1][-1] for s in runs)
-        cells = " | ".join("—" if v is None else f"{v:.1f}" for v in a)
-        print(f"| {method} | {name} | {cells} | {means[name]:.1f} ± {statistics.stdev(got):.1f} | {last:.1f} |")
-    print(f"Δ clpeft − official: {means['clpeft'] - means['official']:+.1f}")
+    print("\n".join(table_rows(method, data[method])))
 
 
 if __name__ == "__main__":
