@@ -2,7 +2,9 @@
 method needs one, LeNet otherwise; the settings of tests/test_resume_every_strategy.py): results.json per run, for
 comparing two code versions byte for byte with compare.py.
 
-    PYTHONPATH=<tree> python reports/refactor/api_runs.py OUT_DIR      # once per tree, 1 thread
+    PYTHONPATH=<tree> python reports/refactor/api_runs.py OUT_DIR [NAME ...]   # once per tree, 1 thread
+
+Names after OUT_DIR restrict the runs to those strategies (default: every built-in one).
 """
 import copy
 import sys
@@ -24,7 +26,7 @@ from test_resume_every_strategy import EXTRA, LENET, NEEDS_VIT, PET  # noqa: E40
 
 out = Path(sys.argv[1])
 torch.set_num_threads(1)
-for name in sorted(STRATEGIES):
+for name in sys.argv[2:] or sorted(STRATEGIES):
     target = out / name
     if (target / "results.json").exists():
         continue
