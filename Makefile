@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier pretrained-baselines parity-inflora parity-sd-lora gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -66,7 +66,7 @@ define parity_lora
 	    --out /tmp/parity_$(1)/official_s$$s.json && \
 	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lora_side.sh $$s 10 /tmp/parity_$(1)/clpeft_s$$s $(1) \
 	  || exit 1; done
-	$(PY) reports/parity/summarise_lora.py $(1) /tmp/parity_$(1) > reports/parity/$(1)_runs.json
+	$(PY) reports/parity/summarise_runs.py $(1) /tmp/parity_$(1) > reports/parity/$(1)_runs.json
 endef
 
 parity-inflora: setup
@@ -77,6 +77,48 @@ parity-inflora: setup
 parity-sd-lora: setup
 	$(call parity_lora,sd_lora,0.008)
 	$(PY) reports/parity/lora_pages.py && $(PY) reports/parity/ledger.py
+
+# The founding methods and SLCA end to end (reports/parity/{slca_end_to_end,lae,exssnet,jare}.md). Official code
+# under /tmp/slca, /tmp/lae, /tmp/exessnet and /tmp/slm (reports/parity/official/README.md); LAE's side runs in its
+# own Python 3.10 environment, LAE_PY (official/lae_requirements.txt).
+LAE_PY ?= /tmp/lae_env/bin/python
+FOUNDING_PAGES = $(PY) reports/parity/founding_pages.py && $(PY) reports/parity/ledger.py
+
+parity-slca: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_slca && $(PY) reports/parity/official/make_weights.py
+	OMP_NUM_THREADS=1 $(PY) reports/parity/official/slca_end_to_end.py --check-features | tail -1 > /tmp/parity_slca/feature_check.json
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/slca_end_to_end.py --seed $$s --out /tmp/parity_slca/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_slca_side.sh $$s /tmp/parity_slca/clpeft_s$$s || exit 1; done
+	$(PY) reports/parity/summarise_runs.py slca /tmp/parity_slca > reports/parity/slca_runs.json
+	$(FOUNDING_PAGES)
+
+parity-lae: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_lae && $(PY) reports/parity/official/make_weights.py
+	for pet in adapter lora prefix; do for s in 0 1 2; do \
+	  OMP_NUM_THREADS=1 $(LAE_PY) reports/parity/official/lae_official.py --pet $$pet --seed $$s \
+	    --out /tmp/parity_lae/official_$${pet}_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lae_side.sh $$s $$pet /tmp/parity_lae/clpeft_$${pet}_s$$s \
+	  || exit 1; done; \
+	  $(PY) reports/parity/summarise_runs.py lae_$$pet /tmp/parity_lae $${pet}_ > reports/parity/lae_$${pet}_runs.json; done
+	$(FOUNDING_PAGES)
+
+parity-exssnet: setup
+	mkdir -p /tmp/parity_exssnet /tmp/parity_exssnet_e1
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/exssnet_official.py --seed $$s --out /tmp/parity_exssnet/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_exssnet_side.sh $$s /tmp/parity_exssnet/clpeft_s$$s && \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/exssnet_official.py --seed $$s --epochs 1 --weight-epochs 1 \
+	    --out /tmp/parity_exssnet_e1/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_exssnet_side.sh $$s /tmp/parity_exssnet_e1/clpeft_s$$s 1 1 \
+	  || exit 1; done
+	$(PY) reports/parity/summarise_runs.py exssnet /tmp/parity_exssnet > reports/parity/exssnet_runs.json
+	$(PY) reports/parity/summarise_runs.py exssnet_e1 /tmp/parity_exssnet_e1 > reports/parity/exssnet_e1_runs.json
+	$(FOUNDING_PAGES)
+
+parity-jare: setup
+	OMP_NUM_THREADS=1 $(PY) reports/parity/official/jare_retrieval.py --seeds 0 1 2 --out reports/parity/jare_runs.json
+	$(FOUNDING_PAGES)
 
 jare-text: setup
 	$(SWEEP) examples/sweeps/jare_text.yaml

@@ -101,9 +101,30 @@ def rows():
     out.append(("LAME (kNN, rbf, linear; batches 16/64/256)", "fiveai/LAME@d2e5f63", "same inputs, 4 models",
                 "—", "—", f"max \\|ΔY\\| {worst:.1e}, {flips} argmax flips",
                 "within float32 round-off", "lame.md"))
-    for label, repo in (("LAE × Adapter / LoRA / Prefix", "gqk/LAE@1680e49"), ("ExSSNeT task-IL / class-IL", "prateeky2806/exessnet@1e768f8"),
-                        ("JARe retrieval and mixing", "Pbihao/SLM@bef385c"), ("SLCA slow learner (end to end)", "GengDavid/SLCA@169d4e6")):
-        out.append((label, repo, "—", "—", "—", "—", "open: no side-by-side record in the repository yet", "—"))
+    for name, label in (("slca", "SLCA (end to end, slow learner + alignment)"), ("lae_adapter", "LAE × Adapter"),
+                        ("lae_lora", "LAE × LoRA"), ("lae_prefix", "LAE × Prefix"),
+                        ("exssnet_e1", "ExSSNeT task-IL (1 + 1 epochs)"), ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)")):
+        if not (HERE / f"{name}_runs.json").exists():
+            continue
+        runs_ = load(f"{name}_runs.json")
+        off = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "official"]
+        ours = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "clpeft"]
+        d = 100 * (statistics.mean(ours) - statistics.mean(off))
+        page = {"slca": "slca_end_to_end.md"}.get(name, name.split("_")[0] + ".md")
+        out.append((label, runs_["official"], f"{len(off)} / {len(ours)}", mean_std(off), mean_std(ours), f"{d:+.1f}",
+                    status(d, runs_.get("explained")), page))
+    if (HERE / "jare_runs.json").exists():
+        jare = load("jare_runs.json")
+        same = sum(r["retrieval"]["same_slots"] for r in jare["runs"])
+        batches = sum(r["retrieval"]["test_batches"] for r in jare["runs"])
+        mix = max(r["mixing"]["max_abs_projection_output_difference"] for r in jare["runs"])
+        key = max(f["max_abs_key_difference"] for r in jare["runs"] for f in r["key_fitting"])
+        out.append(("JARe key fitting, retrieval and mixing (same queries)", jare["official"],
+                    f"same inputs, {len(jare['runs'])} runs", "—", "—",
+                    f"same slots {same}/{batches} batches, max \\|Δ mixed output\\| {mix:.1e}, max \\|Δ key\\| {key:.1e}",
+                    "equal" if same == batches and mix < 1e-4 else "open", "jare.md"))
+    out.append(("ExSSNeT class-IL", "prateeky2806/exessnet@1e768f8", "—", "—", "—", "—",
+                "not comparable: the official vision code evaluates with the task given (adaptor gt)", "exssnet.md"))
     return out
 
 

@@ -1,7 +1,7 @@
 """Write inflora.md and sd_lora.md here from the committed run files (inflora_runs.json, sd_lora_runs.json,
 inflora_subspace_runs.json): every number on those pages comes from a run.
 
-    python reports/parity/lora_pages.py        # from the repository root, after summarise_lora.py
+    python reports/parity/lora_pages.py        # from the repository root, after summarise_runs.py
 """
 import json
 import statistics
@@ -14,7 +14,7 @@ def pct(x):
     return f"{100 * x:.1f}"
 
 
-def side_table(runs: dict, sides: list[tuple[str, str]]) -> list[str]:
+def side_table(runs: dict, sides: list[tuple[str, str]], what: str = "A_T in %, 10 epochs per experience") -> list[str]:
     seeds = sorted({r["seed"] for r in runs["runs"]})
     lines = ["| side | " + " | ".join(f"seed {s}" for s in seeds) + " | A_T mean ± std | last row (mean, % per experience) |",
              "|---" * (len(seeds) + 3) + "|"]
@@ -31,8 +31,8 @@ def side_table(runs: dict, sides: list[tuple[str, str]]) -> list[str]:
     ours = [r["final_accuracy"] for r in runs["runs"] if r["side"] == "clpeft"]
     lines.append(f"| Δ clpeft − official | | | | | | **{100 * (statistics.mean(ours) - statistics.mean(off)):+.1f}** | |")
     threads = sorted({r.get("threads") for r in runs["runs"]})
-    lines += ["", f"A_T in %, 10 epochs per experience; threads per run: {', '.join(map(str, threads))}. The seeds are "
-              "not paired (a seed draws different heads, LoRA initialisations and batch orders on the two sides), so "
+    lines += ["", f"{what}; threads per run: {', '.join(map(str, threads))}. The seeds are "
+              "not paired (a seed draws different initialisations and batch orders on the two sides), so "
               "the comparison is between the two distributions."]
     return lines
 
