@@ -95,7 +95,7 @@ parity-slca: setup
 
 parity-lae: setup
 	mkdir -p /tmp/parity_coda /tmp/parity_lae && $(PY) reports/parity/official/make_weights.py
-	for pet in adapter lora prefix; do for s in 0 1 2; do \
+	for pet in adapter lora prefix; do for s in $(PARITY_SEEDS); do \
 	  OMP_NUM_THREADS=1 $(LAE_PY) reports/parity/official/lae_official.py --pet $$pet --seed $$s \
 	    --out /tmp/parity_lae/official_$${pet}_s$$s.json && \
 	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_lae_side.sh $$s $$pet /tmp/parity_lae/clpeft_$${pet}_s$$s \
