@@ -1,4 +1,4 @@
-"""``clpeft run | sweep | list | report | pretrain``.
+"""``clpeft run | sweep | tune | list | report | pretrain``.
 
 Bad input prints one line (``clpeft: error: …`` naming the fix) and exits with code 2 before any expensive
 work; Ctrl-C prints how far the run got and exits with 130. Heavy modules are imported inside the
@@ -159,6 +159,21 @@ def cmd_sweep(args) -> int:
     return 1 if summary["failed"] else 0
 
 
+def cmd_tune(args) -> int:
+    from clpeft.tune import load_tune, run_tune
+
+    spec = load_tune(args.tune, out=args.out, device=args.device)
+    print(f"tune {spec.name}: {spec.trials} trials of {spec.strategy} on {spec.tune_on.label} ({spec.scheduler}, "
+          f"{spec.metric}), then {len(spec.seeds)} seeds on " + ", ".join(r.label for r in spec.report_on)
+          + f" → {spec.out}", flush=True)
+    result = run_tune(spec, address=args.address, workers=args.workers, device=args.device,
+                      log=lambda line: print(line, flush=True))
+    report = result["report"]
+    print(f"report runs: {report['done']} ran, {report['skipped']} finished before, {report['failed']} failed"
+          + (f" → {report['report']}" if "report" in report else ""))
+    return 1 if report["failed"] else 0
+
+
 def cmd_report(args) -> int:
     from clpeft.reports.report import build_report
 
@@ -224,6 +239,13 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-report", action="store_true", help="skip the report at the end")
     sw.add_argument("--quiet", action="store_true", help="one line per run, no per-epoch progress (local engine)")
     sw.set_defaults(func=cmd_sweep)
+    tu = sub.add_parser("tune", help="search a strategy's settings on one stream with Ray Tune, report on others")
+    tu.add_argument("tune", help="tune YAML (layout in clpeft/tune.py and the README)")
+    tu.add_argument("--out", help="output directory (default: the file's out:, or runs/tune/NAME)")
+    tu.add_argument("--address", help="Ray cluster to join (e.g. auto); default: start a local Ray")
+    tu.add_argument("--workers", type=int, help="local Ray only: trials and runs at a time (default: as the cores allow)")
+    tu.add_argument("--device", default="cpu", help="device of every trial and run (cpu, cuda)")
+    tu.set_defaults(func=cmd_tune)
     ls = sub.add_parser("list", help="scenarios, data sets, strategies, PET modules, backbones")
     ls.add_argument("--options", metavar="STRATEGY", help="list one strategy's options with types, defaults and docs")
     ls.add_argument("--import", dest="imports", action="append", metavar="FILE_OR_MODULE",

@@ -37,7 +37,10 @@ from clpeft.utils.typed import Settings, coerce, dataclass_from_dict, option
 
 SCENARIO_KEYS = {"name", "description", "imports", "stream", "model", "train", "strategy", "strategies", "pets",
                  "seed", "amp", "loggers", "tta"}
-PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings")
+PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings", "provenance")
+#: settings added after runs were recorded: left out of the config hash while they hold these values, so the run ids
+#: of earlier runs stay what they were
+LATER_DEFAULTS = {("stream", "validation_fraction"): 0.0, ("provenance",): None}
 OVERRIDE_SECTIONS = ("train", "model", "stream", "options", "pet", "tta")
 AMP_MODES = ("off", "bf16")
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -73,6 +76,8 @@ class StreamConfig(Settings):
                                choices=("resized_crop", "cifar"))
     device_augment: bool = option(False, "keep the images in memory as uint8 and crop, flip and resize whole batches on "
                                          "the device (cifar100 with resized_crop)")
+    validation_fraction: float = option(0.0, "evaluate on this share of each class's training data, held out from "
+                                             "training (a tuning split), instead of the test set", ge=0.0, lt=1.0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -143,14 +148,23 @@ class RunConfig:
     tta: str | None = None
     tta_settings: dict = field(default_factory=dict)
     imports: list = field(default_factory=list)
+    provenance: dict | None = None  # where tuned settings came from (clpeft tune); None: the scenario's own
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the numbers (loggers only observe, so they are left out)."""
+        """Hash of everything that changes the numbers or what they claim (loggers only observe, so they are left
+        out; so are settings added later while they hold their old behaviour: LATER_DEFAULTS)."""
         data = self.as_dict()
         data.pop("loggers", None)
+        for path, default in LATER_DEFAULTS.items():
+            *parents, key = path
+            holder = data
+            for parent in parents:
+                holder = holder[parent]
+            if holder.get(key) == default:
+                holder.pop(key, None)
         payload = json.dumps(data, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -374,4 +388,15 @@ def resolve(scenario: dict, strategy: str | None = None, pet: str | None = None,
         tta=tta,
         tta_settings=tta_settings,
         imports=imports,
+        provenance=_provenance(per_strategy.get("provenance"), strategy),
     )
+
+
+def _provenance(value, strategy: str) -> dict | None:
+    """A tuned scenario's record of where a strategy's settings came from (written by `clpeft tune`)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("tuned_on"), str):
+        raise ClpeftError(f"strategies.{strategy}.provenance must be a mapping with `tuned_on:` (as clpeft tune "
+                          "writes it); remove it to use the settings as the scenario's own")
+    return dict(value)

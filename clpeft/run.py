@@ -135,7 +135,7 @@ class History:
 
 def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = False, plugins=None,
         evaluator=None, after_experience=None, resume: bool = False, stream=None, overwrite: bool = False,
-        log_group: str | None = None) -> dict:
+        log_group: str | None = None, on_metrics=None) -> dict:
     """Train on every experience, evaluate on the whole test set after each, write results atomically.
 
     With ``out_dir``, the run owns that directory (``clpeft.rundir``), a checkpoint is written after every
@@ -143,7 +143,8 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
     file as a run that never stopped. ``after_experience(i, strategy, stream)`` is called after each
     experience's evaluation (tests use it to cross-check against Avalanche's metrics on the same run).
     ``overwrite=True`` replaces whatever results the directory holds; ``config.loggers`` log live (``log_group``:
-    e.g. the sweep's name, groups W&B runs). Launched by torchrun, the run trains data-parallel (``clpeft.distributed``) and rank 0 writes the files.
+    e.g. the sweep's name, groups W&B runs). ``on_metrics(i, metrics)`` receives what the live loggers do after each
+    experience (accuracy on the seen classes, Ā and forgetting so far), e.g. for a tuner's early stopping. Launched by torchrun, the run trains data-parallel (``clpeft.distributed``) and rank 0 writes the files.
     """
     out = None if out_dir is None else Path(out_dir)
     if resume and out is None:
@@ -157,11 +158,12 @@ def run(config: RunConfig, out_dir: str | Path | None = None, progress: bool = F
                 if overwrite and writer:
                     rundir.clear_outputs(out)
                     resume = False
-            return _run(config, out, writer, progress, plugins, evaluator, after_experience, resume, stream, log_group)
+            return _run(config, out, writer, progress, plugins, evaluator, after_experience, resume, stream, log_group,
+                        on_metrics)
 
 
 def _run(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, plugins, evaluator,
-         after_experience, resume: bool, stream, log_group) -> dict:
+         after_experience, resume: bool, stream, log_group, on_metrics=None) -> dict:
     progress = progress and distributed.is_writer()
     built = build(config, out_dir, progress, plugins, evaluator, stream)
     stream, model, pet, strategy, device = built
@@ -172,13 +174,13 @@ def _run(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, 
                          log_group)
     try:
         return _loop(config, out_dir, writer, progress, after_experience, resume, stream, model, pet, strategy,
-                     device, loggers, built.notes)
+                     device, loggers, built.notes, on_metrics)
     finally:
         loggers.close()
 
 
 def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool, after_experience, resume: bool,
-          stream, model, pet, strategy, device, loggers, notes: list) -> dict:
+          stream, model, pet, strategy, device, loggers, notes: list, on_metrics=None) -> dict:
     strategy.epoch_listeners.append(loggers.epoch)
     saved = load_checkpoint(out_dir, config.run_id) if resume else None
     eval_bs, eval_seed = config.train.eval_batch_size, config.seed
@@ -218,7 +220,10 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
             with timer(history.eval_times, device):
                 row = evaluate()
             history.add(row)
-            loggers.experience(i, row.accuracy, running_metrics(history.R, history.before["counts"]))
+            live = running_metrics(history.R, history.before["counts"])
+            loggers.experience(i, row.accuracy, live)
+            if on_metrics is not None:
+                on_metrics(i, live)
             if progress:
                 seen = row.accuracy[: i + 1]
                 print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)

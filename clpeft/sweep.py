@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import contextmanager
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,8 @@ class Sweep:
     points: list[dict] = field(default_factory=list)
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge_sections(base: dict, extra: dict) -> dict:
+    """Section overrides ({section: {key: value}}) with ``extra`` over ``base``, one level deep."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
@@ -164,7 +166,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
             if not scenario_path.is_absolute() and (path.parent / scenario_path).is_file():
                 scenario_path = path.parent / scenario_path  # relative to the sweep file
             scenarios[scenario_name] = load_scenario(str(scenario_path) if scenario_path.is_file() else scenario_name)
-        merged = _merge(_merge(fixed, overrides), extra)
+        merged = merge_sections(merge_sections(fixed, overrides), extra)
         config = resolve(scenarios[scenario_name], strategy=named.get("strategy"), pet=named.get("pet"),
                          seed=named.get("seed"), device=device or spec.get("device", "cpu"),
                          amp=named.get("amp", spec.get("amp")), overrides=merged, tta=named.get("tta", spec.get("tta")),
@@ -246,16 +248,7 @@ def run_local(sweep: Sweep, log=print, progress: bool = False) -> list[dict]:
 
 def run_ray(sweep: Sweep, address: str | None = None, workers: int | None = None, log=print) -> list[dict]:
     """One Ray task per run, each asking for ``sweep.cpus``/``sweep.gpus``; results come back as they finish."""
-    try:
-        import ray
-    except ImportError:
-        raise ClpeftError("the Ray engine needs Ray: pip install 'clpeft[ray]', or pass --engine local") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"address": address} if address else {"num_cpus": workers * sweep.cpus if workers else None,
-                                                       "include_dashboard": False}
-        ray.init(log_to_driver=False, **{k: v for k, v in kwargs.items() if v is not None})
-    try:
+    with ray_session(address, workers * sweep.cpus if workers else None, "or pass --engine local") as ray:
         task = ray.remote(num_cpus=sweep.cpus, num_gpus=sweep.gpus, max_retries=0)(execute)
         threads = max(1, int(sweep.cpus))
         pending = {task.remote(config, str(sweep.out / config.run_id), threads, sweep.name): config
@@ -273,6 +266,22 @@ def run_ray(sweep: Sweep, address: str | None = None, workers: int | None = None
             log(_line(record))
             records.append(record)
         return records
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: float | None = None, alternative: str = ""):
+    """Ray for the duration: the cluster at ``address``, or a local one with ``num_cpus`` (all, by default), shut down
+    afterwards if this call started it; a Ray already running in the process is used as it is."""
+    try:
+        import ray
+    except ImportError:
+        raise ClpeftError(f"this needs Ray: pip install 'clpeft[ray]'{', ' + alternative if alternative else ''}") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus, "include_dashboard": False}
+        ray.init(log_to_driver=False, **{k: v for k, v in kwargs.items() if v is not None})
+    try:
+        yield ray
     finally:
         if started_here:
             ray.shutdown()

@@ -33,7 +33,8 @@ COLUMNS = [
     ("backward_transfer", "BWT", 100),
 ]
 #: settings that do not change what a run computes (or name the seed itself)
-NOT_SETTINGS = ("seed", "loggers", "imports")
+NOT_SETTINGS = ("seed", "loggers", "imports", "provenance")
+TUNED_HERE = "tuned on this stream"
 FIGURE_FORMATS = ("png", "svg", "pdf")
 
 
@@ -59,6 +60,19 @@ def settings_of(r: dict) -> dict:
 
 def setting_key(r: dict) -> str:
     return json.dumps(settings_of(r), sort_keys=True, default=str)
+
+
+def source_of(r: dict) -> str:
+    """Where a run's settings came from: the scenario's own ("defaults"), a search on another stream ("tuned on X"),
+    or a search on the very stream it reports (flagged: such numbers flatter the method)."""
+    from clpeft.streams.stream import identity_of_results
+
+    prov = r["config"].get("provenance")
+    if not prov:
+        return "defaults"
+    if prov.get("tuning_stream") == identity_of_results(r):
+        return TUNED_HERE
+    return f"tuned on {prov['tuned_on']}"
 
 
 def section_of(r: dict) -> str:
@@ -120,6 +134,7 @@ class Row:
     runs: list
     settings: dict
     duplicates: list = field(default_factory=list)  # paths of runs of a seed already in the row
+    source: str = "defaults"  # where the settings came from (source_of)
 
     @property
     def seeds(self) -> list[int]:
@@ -154,12 +169,13 @@ class Row:
 
 
 def aggregate(results: list[dict]) -> list[Row]:
-    """One row per (section, whole configuration except the seed); labels tell a method's variants apart."""
+    """One row per (section, whole configuration except the seed, where the settings came from); labels tell a
+    method's variants apart."""
     groups: dict = defaultdict(list)
     for r in results:
-        groups[(section_of(r), setting_key(r))].append(r)
+        groups[(section_of(r), setting_key(r), source_of(r))].append(r)
     rows = []
-    for (section, _), runs in groups.items():
+    for (section, _, source), runs in groups.items():
         runs = sorted(runs, key=lambda r: (r["config"]["seed"], r.get("_path", "")))
         kept, duplicates, seen = [], [], set()
         for r in runs:
@@ -168,7 +184,7 @@ def aggregate(results: list[dict]) -> list[Row]:
             else:
                 seen.add(r["config"]["seed"])
                 kept.append(r)
-        rows.append(Row(section, method_of(kept[0]), method_of(kept[0]), kept, settings_of(kept[0]), duplicates))
+        rows.append(Row(section, method_of(kept[0]), method_of(kept[0]), kept, settings_of(kept[0]), duplicates, source))
     by_family: dict = defaultdict(list)
     for row in rows:
         by_family[(row.section, row.method)].append(row)
@@ -179,6 +195,9 @@ def aggregate(results: list[dict]) -> list[Row]:
         for row in family:
             parts = [f"{short(k)}={row.settings.get(k, '–')}" for k in varying]
             row.label = f"{row.method} [{', '.join(parts)}]" if parts else row.method
+        if len({row.label for row in family}) < len(family):  # equal settings, different origins
+            for row in family:
+                row.label += f" ({row.source})"
     return sorted(rows, key=lambda row: (row.section, row.label))
 
 
@@ -218,7 +237,12 @@ def section_tables(rows: list[Row]) -> list[Table]:
         t = row.train_seconds
         main.append([row.label + flag, str(len(row.runs))] + [_fmt(row.metric(m), sc) for m, _, sc in COLUMNS]
                     + [f"{row.runs[0]['parameters']['trainable']:,}", f"{t:.1f}" if t is not None else "–"])
-    tables.append(Table("", ["method", "seeds"] + [c[1] for c in COLUMNS] + ["trainable params", "train s"], main))
+    header = ["method", "seeds"] + [c[1] for c in COLUMNS] + ["trainable params", "train s"]
+    if any(row.source != "defaults" for row in rows):  # a tuning protocol is involved: say where settings came from
+        header.append("settings from")
+        for cells, row in zip(main, rows):
+            cells.append(f"⚠ {row.source}" if row.source == TUNED_HERE else row.source)
+    tables.append(Table("", header, main))
 
     view_rows = []
     for row in rows:
@@ -297,6 +321,14 @@ def notes_tables(rows: list[Row], runs: Runs) -> list[Table]:
                             ["method", "seed", "status", "why"],
                             [[label, str(r["config"]["seed"]), r["health"]["status"], "; ".join(r["health"]["reasons"])]
                              for label, r in unhealthy]))
+    here = [row for row in rows if row.source == TUNED_HERE]
+    if here:
+        tables.append(Table(f"Rows whose settings were tuned on the stream they report ({len(here)}; flagged ⚠ above: "
+                            "these numbers flatter the method — report on a stream the search never saw):",
+                            ["method", "tuned on", "trials", "metric"],
+                            [[row.label, row.runs[0]["config"]["provenance"]["tuned_on"],
+                              str(row.runs[0]["config"]["provenance"].get("trials", "–")),
+                              row.runs[0]["config"]["provenance"].get("metric", "–")] for row in here]))
     duplicates = [(row.label, p) for row in rows for p in row.duplicates]
     if duplicates:
         tables.append(Table("Duplicate runs of a seed already counted (left out of the means):", ["method", "file"],

@@ -209,6 +209,11 @@ def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
         batch_train = partial(_train_crop, random_resized_crop, config.image_size)
         batch_eval = partial(center_crop_resize, size=config.image_size)
     num_classes = len(set(train.targets))
+    if config.validation_fraction > 0:
+        if config.device_augment:
+            raise ClpeftError("stream.validation_fraction holds out part of the training set, which device_augment "
+                              "does not support; drop one of them")
+        train, test = held_out(train, test, config.validation_fraction)
     sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
     if config.class_order is not None:
         check_class_order(config.class_order, num_classes)
@@ -232,6 +237,76 @@ def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
         original_class_order=order, config=config, in_memory=bool(getattr(train, "in_memory", False)),
         batch_train_transform=batch_train, batch_eval_transform=batch_eval,
     )
+
+
+class Subset(Dataset):
+    """Part of a data set, keeping what a stream reads from the whole (``targets``, ``in_memory``)."""
+
+    def __init__(self, base: Dataset, indices: list[int], transform=None):
+        self.base, self.indices = base, list(indices)
+        self.targets = [base.targets[i] for i in self.indices]
+        self.in_memory = bool(getattr(base, "in_memory", False))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        if self.transform is None:
+            return self.base[self.indices[index]]
+        saved, self.base.transform = self.base.transform, self.transform
+        try:
+            return self.base[self.indices[index]]
+        finally:
+            self.base.transform = saved
+
+
+def held_out(train: Dataset, test: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
+    """(training part, validation part): ``fraction`` of each class's training samples, drawn with a fixed seed
+    (independent of the run seed, so every run of a tuning protocol sees one split), read with the test set's
+    transform where the data set has one. The test set is not used."""
+    targets = np.asarray(train.targets)
+    rng = np.random.default_rng(0)
+    keep, held = [], []
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        n = int(round(fraction * len(idx)))
+        if n < 1 or n >= len(idx):
+            raise ClpeftError(f"stream.validation_fraction={fraction} holds out {n} of class {int(c)}'s {len(idx)} "
+                              "training samples; use a fraction that leaves at least one on each side, e.g. 0.2")
+        chosen = rng.permutation(idx)
+        held += sorted(chosen[:n].tolist())
+        keep += sorted(chosen[n:].tolist())
+    transform = getattr(test, "transform", None) if hasattr(train, "transform") else None
+    return Subset(train, sorted(keep)), Subset(train, sorted(held), transform)
+
+
+def stream_identity(dataset: str, order: list[int], sizes: list[int], validation_fraction: float) -> dict:
+    """What makes two streams the same stream for a tuning protocol: the data, the class order, the cut into
+    experiences and which split is evaluated."""
+    return {"dataset": dataset, "class_order": [int(c) for c in order], "experience_sizes": [int(n) for n in sizes],
+            "evaluated_on": f"validation {validation_fraction:g} of train" if validation_fraction else "test"}
+
+
+def identity_of_config(config: StreamConfig, seed: int) -> dict:
+    """The identity of the stream a run with ``seed`` gets, without training (the data set is read only when its class
+    count is not known beforehand)."""
+    num_classes = dataset_spec(config.dataset).num_classes
+    if num_classes is None:
+        built = make_stream(config, seed)
+        return stream_identity(config.dataset, built.original_class_order, [b - a for a, b in built.class_ranges],
+                               config.validation_fraction)
+    sizes = experience_sizes(num_classes, config.n_experiences, config.first_experience_classes)
+    order = list(config.class_order) if config.class_order is not None else class_order(
+        num_classes, seed if config.class_order_seed == "seed" else config.class_order_seed)
+    return stream_identity(config.dataset, order, sizes, config.validation_fraction)
+
+
+def identity_of_results(results: dict) -> dict:
+    """The identity of the stream a results file was measured on."""
+    s = results["stream"]
+    return stream_identity(s["name"], s["class_order"], [b - a for a, b in s["class_ranges"]],
+                           results["config"]["stream"].get("validation_fraction", 0.0))
 
 
 def _train_crop(crop, size, images, generator):
