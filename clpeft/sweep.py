@@ -112,30 +112,26 @@ def expand_points(spec: dict) -> list[dict]:
     return points + [dict(p) for p in include]
 
 
-def load_sweep(path: str | Path, out: str | Path | None = None, device: str | None = None,
-               imports: list | None = None, overrides: dict | None = None, loggers: list | None = None) -> Sweep:
-    """Every run of the sweep file, resolved and checked (no run starts before all of them are valid);
-    ``overrides`` (``{section: {key: value}}``, from ``--set``) apply to every run, over ``fixed:``."""
-    from clpeft.plugins import import_plugins, normalize_import
+def read_spec_file(path: Path, kind: str, keys: set, shape: str) -> tuple[dict, list]:
+    """(the mapping, its `imports:` made absolute) of a sweep or tune file; unknown keys refused, naming the known."""
+    from clpeft.plugins import normalize_import
 
-    path = Path(path)
     if not path.is_file():
-        raise ClpeftError(f"sweep file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
-    spec = read_yaml(path, "sweep file")
+        raise ClpeftError(f"{kind} file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
+    spec = read_yaml(path, f"{kind} file")
     if not isinstance(spec, dict):
-        raise ClpeftError(f"{path} must be a mapping with a `grid:` (see `clpeft sweep --help`)")
-    unknown = sorted(set(map(str, spec)) - SWEEP_KEYS)
+        raise ClpeftError(f"{path} must be {shape}")
+    unknown = sorted(set(map(str, spec)) - keys)
     if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(sorted(SWEEP_KEYS))}")
-    file_imports = spec.get("imports") or []
-    if not isinstance(file_imports, list):
+        raise ClpeftError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(sorted(keys))}")
+    imports = spec.get("imports") or []
+    if not isinstance(imports, list):
         raise ClpeftError(f"`imports:` in {path} must be a list of plugin files or modules")
-    imports = [normalize_import(i, path.parent) for i in file_imports] + list(imports or [])
-    import_plugins(imports)
-    points = expand_points(spec)
-    if not points:
-        raise ClpeftError(f"{path} defines no runs; add a `grid:` (e.g. seed: [0, 1]), `grids:` or `include:`")
-    name = str(spec.get("name") or path.stem)
+    return spec, [normalize_import(i, path.parent) for i in imports]
+
+
+def fixed_and_resources(spec: dict, path: Path) -> tuple[dict, dict]:
+    """`fixed:` (section overrides for every run) and `resources:` (what each run asks Ray for), checked."""
     fixed = spec.get("fixed") or {}
     if not isinstance(fixed, dict) or not all(isinstance(v, dict) for v in fixed.values()):
         raise ClpeftError(f"`fixed:` in {path} must map sections to settings, e.g. fixed: {{train: {{epochs: 1}}}}")
@@ -151,6 +147,24 @@ def load_sweep(path: str | Path, out: str | Path | None = None, device: str | No
     for key, value in resources.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ClpeftError(f"resources.{key} must be a number ≥ 0, got {value!r}")
+    return fixed, resources
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None, device: str | None = None,
+               imports: list | None = None, overrides: dict | None = None, loggers: list | None = None) -> Sweep:
+    """Every run of the sweep file, resolved and checked (no run starts before all of them are valid);
+    ``overrides`` (``{section: {key: value}}``, from ``--set``) apply to every run, over ``fixed:``."""
+    from clpeft.plugins import import_plugins
+
+    path = Path(path)
+    spec, file_imports = read_spec_file(path, "sweep", SWEEP_KEYS, "a mapping with a `grid:` (see `clpeft sweep --help`)")
+    imports = file_imports + list(imports or [])
+    import_plugins(imports)
+    points = expand_points(spec)
+    if not points:
+        raise ClpeftError(f"{path} defines no runs; add a `grid:` (e.g. seed: [0, 1]), `grids:` or `include:`")
+    name = str(spec.get("name") or path.stem)
+    fixed, resources = fixed_and_resources(spec, path)
     extra = overrides or {}
     scenarios: dict[str, dict] = {}
     configs, seen = [], set()

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import yaml
 
-from clpeft.config import RunConfig, load_scenario, read_yaml, resolve, split_dotted
+from clpeft.config import RunConfig, load_scenario, resolve, split_dotted
 from clpeft.errors import ClpeftError
 from clpeft.sweep import merge_sections
 from clpeft.utils.io import atomic_write_json, atomic_write_text
@@ -169,24 +169,15 @@ def corners(space: dict) -> list[dict]:
 
 def load_tune(path: str | Path, out: str | Path | None = None, device: str = "cpu") -> TuneSpec:
     """The tune file, every setting checked (the space's edges resolved on every stream) before anything runs."""
-    from clpeft.plugins import import_plugins, normalize_import
+    from clpeft.plugins import import_plugins
+    from clpeft.sweep import fixed_and_resources, read_spec_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ClpeftError(f"tune file {path} does not exist" + (" (it is a directory)" if path.is_dir() else ""))
-    spec = read_yaml(path, "tune file")
-    if not isinstance(spec, dict):
-        raise ClpeftError(f"{path} must be a mapping with strategy, tune_on, report_on and space (see clpeft tune --help)")
-    unknown = sorted(set(map(str, spec)) - TUNE_KEYS)
-    if unknown:
-        raise ClpeftError(f"unknown key {unknown[0]!r} in {path}; known keys: {', '.join(sorted(TUNE_KEYS))}")
+    spec, imports = read_spec_file(path, "tune", TUNE_KEYS, "a mapping with strategy, tune_on, report_on and space "
+                                                            "(see clpeft tune --help)")
     for key in ("strategy", "tune_on", "report_on", "space"):
         if key not in spec:
             raise ClpeftError(f"{path} has no `{key}:`; a tune file needs strategy, tune_on, report_on and space")
-    imports = spec.get("imports") or []
-    if not isinstance(imports, list):
-        raise ClpeftError(f"`imports:` in {path} must be a list of plugin files or modules")
-    imports = [normalize_import(i, path.parent) for i in imports]
     import_plugins(imports)
     metric = spec.get("metric", "final_accuracy")
     if metric not in METRICS:
@@ -204,15 +195,7 @@ def load_tune(path: str | Path, out: str | Path | None = None, device: str = "cp
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                                                            for s in seeds):
         raise ClpeftError(f"seeds must be a non-empty list of integers ≥ 0, got {seeds!r}")
-    fixed = spec.get("fixed") or {}
-    if not isinstance(fixed, dict) or not all(isinstance(v, dict) for v in fixed.values()):
-        raise ClpeftError("`fixed:` must map sections to settings, e.g. fixed: {train: {epochs: 1}}")
-    resources = spec.get("resources") or {}
-    if not isinstance(resources, dict) or set(resources) - {"cpus", "gpus"}:
-        raise ClpeftError("`resources:` must be a mapping with cpus and/or gpus, e.g. {cpus: 1, gpus: 0}")
-    for key, value in resources.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ClpeftError(f"resources.{key} must be a number ≥ 0, got {value!r}")
+    fixed, resources = fixed_and_resources(spec, path)
     strategy, pet = spec["strategy"], spec.get("pet")
     if not isinstance(strategy, str):
         raise ClpeftError(f"strategy must be one strategy's name, got {strategy!r}; write one tune file per strategy")

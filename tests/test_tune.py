@@ -173,3 +173,14 @@ def test_tune_searches_on_ray_tune_writes_a_tuned_scenario_and_reports_next_to_t
     # again: the finished search is restored from its Ray Tune state, nothing runs twice
     assert main(["tune", str(path), "--workers", "2"]) == 0
     assert json.loads((out / "tune.json").read_text())["best"] == record["best"]
+
+
+def test_the_worked_example_files_are_valid_and_report_where_no_search_looked():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parent.parent / "examples" / "tune").glob("*.yaml"))
+    assert [f.stem for f in files] == ["ewc", "lae", "lwf"]
+    for path in files:
+        spec = load_tune(path)  # every check, the space's edges resolved on both streams
+        assert spec.tune_on.scenario["name"] == "digits_b0_inc2" and spec.report_on[0].scenario["name"] == "mnist5k_b0_inc2"
+        assert spec.seeds == [0, 1, 2] and spec.trials == 8

@@ -38,6 +38,20 @@ def status(delta, explained=None):
     return "within ±3" if abs(delta) <= 3 else "open"
 
 
+def has_runs(name: str) -> bool:
+    return (HERE / f"{name}_runs.json").exists()
+
+
+def runs_row(name: str, label: str, page: str) -> tuple:
+    """A row from a summarise_runs.py file: both sides' A_T over seeds, Δ and the status."""
+    runs_ = load(f"{name}_runs.json")
+    off = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "official"]
+    ours = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "clpeft"]
+    d = 100 * (statistics.mean(ours) - statistics.mean(off))
+    return (label, runs_["official"], f"{len(off)} / {len(ours)}", mean_std(off), mean_std(ours), f"{d:+.1f}",
+            status(d, runs_.get("explained")), page)
+
+
 def rows():
     counts = test_counts()
     out = []
@@ -77,15 +91,8 @@ def rows():
     d = 100 * (statistics.mean(ours) - statistics.mean(off))
     out.append(("WA (resnet32, PyCIL's schedule × 0.1)", "G-U-N/PyCIL@87cc411", f"{len(off)} / {len(ours)}",
                 mean_std(off), mean_std(ours), f"{d:+.1f}", status(d), "wa.md"))
-    for name, label in (("inflora", "InfLoRA (end to end)"), ("sd_lora", "SD-LoRA (end to end)")):
-        if not (HERE / f"{name}_runs.json").exists():
-            continue
-        runs_ = load(f"{name}_runs.json")
-        off = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "official"]
-        ours = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "clpeft"]
-        d = 100 * (statistics.mean(ours) - statistics.mean(off))
-        out.append((label, runs_["official"], f"{len(off)} / {len(ours)}", mean_std(off), mean_std(ours), f"{d:+.1f}",
-                    status(d, runs_.get("explained")), f"{name}.md"))
+    out += [runs_row(*row) for row in (("inflora", "InfLoRA (end to end)", "inflora.md"),
+                                       ("sd_lora", "SD-LoRA (end to end)", "sd_lora.md")) if has_runs(row[0])]
     if (HERE / "inflora_subspace_runs.json").exists():
         sub = load("inflora_subspace_runs.json")
         rows_ = [r for seed in sub["seeds"].values() for r in seed["rows"]]
@@ -101,18 +108,11 @@ def rows():
     out.append(("LAME (kNN, rbf, linear; batches 16/64/256)", "fiveai/LAME@d2e5f63", "same inputs, 4 models",
                 "—", "—", f"max \\|ΔY\\| {worst:.1e}, {flips} argmax flips",
                 "within float32 round-off", "lame.md"))
-    for name, label in (("slca", "SLCA (end to end, slow learner + alignment)"), ("lae_adapter", "LAE × Adapter"),
-                        ("lae_lora", "LAE × LoRA"), ("lae_prefix", "LAE × Prefix"),
-                        ("exssnet_e1", "ExSSNeT task-IL (1 + 1 epochs)"), ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)")):
-        if not (HERE / f"{name}_runs.json").exists():
-            continue
-        runs_ = load(f"{name}_runs.json")
-        off = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "official"]
-        ours = [x["final_accuracy"] for x in runs_["runs"] if x["side"] == "clpeft"]
-        d = 100 * (statistics.mean(ours) - statistics.mean(off))
-        page = {"slca": "slca_end_to_end.md"}.get(name, name.split("_")[0] + ".md")
-        out.append((label, runs_["official"], f"{len(off)} / {len(ours)}", mean_std(off), mean_std(ours), f"{d:+.1f}",
-                    status(d, runs_.get("explained")), page))
+    out += [runs_row(*row) for row in (
+        ("slca", "SLCA (end to end, slow learner + alignment)", "slca_end_to_end.md"),
+        ("lae_adapter", "LAE × Adapter", "lae.md"), ("lae_lora", "LAE × LoRA", "lae.md"),
+        ("lae_prefix", "LAE × Prefix", "lae.md"), ("exssnet_e1", "ExSSNeT task-IL (1 + 1 epochs)", "exssnet.md"),
+        ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)", "exssnet.md")) if has_runs(row[0])]
     if (HERE / "jare_runs.json").exists():
         jare = load("jare_runs.json")
         same = sum(r["retrieval"]["same_slots"] for r in jare["runs"])

@@ -13,7 +13,6 @@ import json
 import sys
 import tempfile
 import types
-from pathlib import Path
 
 p = argparse.ArgumentParser()
 p.add_argument("--seed", type=int, default=0)

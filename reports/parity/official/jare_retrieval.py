@@ -19,7 +19,6 @@ attributes are set as their `Config` sets them."""
 import argparse
 import json
 import sys
-import types
 
 import torch
 import torch.nn.functional as F

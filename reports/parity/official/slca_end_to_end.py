@@ -12,7 +12,6 @@ import argparse
 import json
 import random
 import sys
-import types
 
 import numpy as np
 import torch
@@ -44,6 +43,7 @@ import models.slca as official  # noqa: E402
 from utils import inc_net  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from pycil_style import DigitsManager  # noqa: E402
 from shared_digits import digits32  # noqa: E402
 
 official.num_workers = 0
@@ -81,28 +81,14 @@ if args.check_features:
     sys.exit(0)
 
 
-class Split(torch.utils.data.Dataset):
-    def __init__(self, x, y):
-        self.x, self.y, self.labels = x, y, y.numpy()
+class DataManager(DigitsManager):
+    """pycil_style's data manager, with what SLCA's learner also asks of it."""
 
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return i, self.x[i], self.y[i]
-
-
-class DataManager:
     dataset_name = "digits32"
 
-    def get_task_size(self, task):
-        return 2
-
     def get_dataset(self, classes, source, mode, appendent=None, with_raw=False, ret_data=False):
-        x, y = (xtr, ytr) if source == "train" else (xte, yte)
-        keep = torch.isin(y, torch.as_tensor(classes))
-        split = Split(x[keep], y[keep])
-        return (split.x.numpy(), split.labels, split) if ret_data else split
+        split = super().get_dataset(classes, source, mode)
+        return (split.x.numpy(), split.y.numpy(), split) if ret_data else split
 
 
 torch.manual_seed(args.seed); np.random.seed(args.seed); random.seed(args.seed)
