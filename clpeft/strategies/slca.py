@@ -17,13 +17,12 @@ Sampling uses a generator seeded by the run's seed and the experience, so runs a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from clpeft.models.class_stats import ClassStatistics
+from clpeft.models.head_alignment import GaussianSampler, align_head
 from clpeft.strategies.base import CLStrategy, register
 from clpeft.utils.typed import check_milestones, option
 
@@ -90,49 +89,29 @@ class SLCA(CLStrategy):
             self.unaligned = [{k: v.detach().clone() for k, v in chunk.state_dict().items()} for chunk in self.model.head.chunks]
             self.align()
 
-    def _gaussians(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(scaled mean, Cholesky factor of the covariance) per seen class, float64."""
-        T = self.experience_index
-        out = []
-        for c in range(self.model.head.num_seen):
-            mean, cov = self.stats.gaussian(c, self.options.covariance_ridge)
-            scale = 0.9 + 0.1 * (self.class_experience[c] + 1) / (T + 1)
-            out.append((mean * scale, torch.linalg.cholesky(cov)))
-        return out
-
     def align(self) -> None:
-        generator = self.generator(500 + self.experience_index)
-        gaussians = self._gaussians()
+        """Classifier alignment (the shared :func:`align_head`): every head chunk on samples of the class Gaussians,
+        older classes' means shrunk a little, logits normalised per experience."""
+        o, T, seen = self.options, self.experience_index, self.model.head.num_seen
+        sampler = GaussianSampler(self.stats, range(seen), o.covariance_ridge,
+                                  mean_scale=lambda c: 0.9 + 0.1 * (self.class_experience[c] + 1) / (T + 1))
+        bounds = [0] + [r.stop for r in self._experience_ranges()]
+
+        def normalised(logits: torch.Tensor) -> torch.Tensor:
+            logits = logits[:, :seen]
+            if o.ca_tau is None:
+                return logits
+            norms = torch.stack([logits[:, a:b].norm(dim=-1) + 1e-7 for a, b in zip(bounds[:-1], bounds[1:])], 1)
+            return logits / norms.mean(1, keepdim=True) / o.ca_tau
+
         params = list(self.model.head.parameters())
         for p in params:
             p.requires_grad_(True)
-        bounds = [0] + [r.stop for r in self._experience_ranges()]
         with self.eval_mode():
-            self._fit_head(gaussians, params, generator, bounds)
+            align_head(self.model.head, params, sampler, epochs=o.ca_epochs, lr=o.ca_lr, samples_per_class=o.ca_samples,
+                       batch_size=o.ca_samples, generator=self.generator(500 + T), weight_decay=o.ca_weight_decay,
+                       logits=normalised, device=self.device)
         self.freeze(params)
-
-    def _fit_head(self, gaussians, params, generator, bounds) -> None:
-        """Classifier alignment proper: the head trained on features sampled from the class Gaussians."""
-        o, seen = self.options, self.model.head.num_seen
-        optimizer = torch.optim.SGD(params, lr=o.ca_lr, momentum=0.9, weight_decay=o.ca_weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=o.ca_epochs)
-        for _ in range(o.ca_epochs):
-            x = torch.cat([mean + torch.randn(o.ca_samples, len(mean), generator=generator, dtype=torch.float64) @ chol.T
-                           for mean, chol in gaussians]).float()
-            y = torch.arange(seen).repeat_interleave(o.ca_samples)
-            order = torch.randperm(len(y), generator=generator)
-            x, y = x[order].to(self.device), y[order].to(self.device)
-            for i in range(math.ceil(len(y) / o.ca_samples)):
-                xb, yb = x[i * o.ca_samples:(i + 1) * o.ca_samples], y[i * o.ca_samples:(i + 1) * o.ca_samples]
-                logits = self.model.head(xb)[:, :seen]
-                if o.ca_tau is not None:
-                    norms = torch.stack([logits[:, a:b].norm(dim=-1) + 1e-7 for a, b in zip(bounds[:-1], bounds[1:])], 1)
-                    logits = logits / norms.mean(1, keepdim=True) / o.ca_tau
-                loss = F.cross_entropy(logits, yb)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            scheduler.step()
 
     def _experience_ranges(self) -> list[range]:
         starts, ranges = 0, []

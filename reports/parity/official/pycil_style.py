@@ -55,9 +55,11 @@ def arguments(description: str, lr: float) -> argparse.Namespace:
     return args
 
 
-def run_tasks(learner, manager: DigitsManager, logits, args, feature_gap: float, rank: int = 10) -> None:
+def run_tasks(learner, manager: DigitsManager, logits, args, feature_gap: float | None = None, rank: int = 10,
+              settings: dict | None = None) -> None:
     """Their task loop (incremental_train → evaluate → after_task); ``logits(learner, x)`` scores the test set with
-    their own network. Writes the accuracy matrix and A_T to ``args.out``."""
+    their own network. Writes the accuracy matrix and A_T to ``args.out`` (``settings``: what to record of the run's
+    arguments; by default the LoRA shims' epochs, batch, lr and rank)."""
     R, n = [], [int(((manager.yte // 2) == t).sum()) for t in range(5)]
     for task in range(5):
         learner.incremental_train(manager)
@@ -69,9 +71,9 @@ def run_tasks(learner, manager: DigitsManager, logits, args, feature_gap: float,
         learner.after_task()
         print(f"after task {task}: " + " ".join(f"{a:.3f}" for a in R[-1][: task + 1]), flush=True)
     result = {"side": "official", "seed": args.seed, "accuracy_matrix": R,
-              "final_accuracy": float(np.dot(R[-1], n) / sum(n)), "test_samples": n, "feature_gap": feature_gap,
-              "threads": torch.get_num_threads(),
-              "settings": {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "rank": rank}}
+              "final_accuracy": float(np.dot(R[-1], n) / sum(n)), "test_samples": n,
+              **({"feature_gap": feature_gap} if feature_gap is not None else {}), "threads": torch.get_num_threads(),
+              "settings": settings or {"epochs": args.epochs, "batch": args.batch, "lr": args.lr, "rank": rank}}
     print(json.dumps({k: result[k] for k in ("side", "seed", "final_accuracy")}))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -22,7 +22,7 @@ p.add_argument("--seed", type=int, default=0)
 p.add_argument("--epochs", type=int, default=20)
 p.add_argument("--milestone", type=int, default=18)
 p.add_argument("--threads", type=int, default=1)
-p.add_argument("--out")
+p.add_argument("--out", default="/tmp/parity_slca/official.json")
 p.add_argument("--check-features", action="store_true", help="only compare the official ViT's features with clpeft's")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
@@ -43,7 +43,7 @@ import models.slca as official  # noqa: E402
 from utils import inc_net  # noqa: E402
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from pycil_style import DigitsManager  # noqa: E402
+from pycil_style import DigitsManager, run_tasks  # noqa: E402
 from shared_digits import digits32  # noqa: E402
 
 official.num_workers = 0
@@ -97,20 +97,4 @@ config = {"device": [torch.device("cpu")], "memory_size": 0, "memory_per_class":
           "seed": args.seed, "convnet_type": "vit-b-p16", "epochs": args.epochs, "milestones": [args.milestone],
           "ca_epochs": 5, "ca_with_logit_norm": 0.1}
 learner = official.SLCA(config)
-dm = DataManager()
-R = []
-for t in range(5):
-    learner.incremental_train(dm)
-    learner._network.eval()
-    with torch.no_grad():
-        logits = learner._network(xte)["logits"]
-    row = [float((logits[(yte // 2) == k].argmax(1) == yte[(yte // 2) == k]).float().mean()) for k in range(5)]
-    R.append([v if k <= t else 0.0 for k, v in enumerate(row)])
-    learner.after_task()
-    print(f"after task {t}: " + " ".join(f"{v:.3f}" for v in R[-1][:t + 1]), flush=True)
-n = [int(((yte // 2) == k).sum()) for k in range(5)]
-result = {"method": "slca", "seed": args.seed, "accuracy_matrix": R, "final_accuracy": float(np.dot(R[-1], n) / sum(n)),
-          "test_samples": n, "settings": vars(args), "threads": torch.get_num_threads()}
-print(json.dumps({k: result[k] for k in ("seed", "final_accuracy")}))
-if args.out:
-    json.dump(result, open(args.out, "w"), indent=1)
+run_tasks(learner, DataManager(), lambda lrn, x: lrn._network(x)["logits"], args, settings=vars(args))
