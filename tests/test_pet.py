@@ -453,3 +453,47 @@ def test_every_shipped_scenario_resolves_for_each_of_its_strategies():
             pet = None if own or not cls.requires_pet else cls.accepts_pet[0]  # as `clpeft run … --pet KIND`
             config = resolve(scenario, strategy=strategy, pet=pet)
             assert config.strategy == strategy, path.name
+
+
+@pytest.mark.parametrize("config", [AdapterConfig(position="mlp_residual", activation="relu", scale=0.1, blocks=[2, 3]),
+                                    LoRAConfig(blocks=[1, 2, 3])], ids=["adapter", "lora"])
+def test_multi_pass_features_equal_running_each_instance_alone(config):
+    from clpeft.pet.multipass import MultiPassFeatures
+
+    torch.manual_seed(4)
+    model = make_vit()
+    ctl = inject_pet(model, config, name="t0")
+    for n in ("t1", "t2", "t3"):
+        ctl.add(n)
+    _randomize(ctl)
+    passes = MultiPassFeatures(model, ctl)
+    assert passes.shared.first_block == config.blocks[0]  # the stock blocks before it run once
+    x = vit_input(5)
+    alone = []
+    for n in ctl.names:
+        with ctl.using(n):
+            alone.append(outputs(model, x))
+    alone = torch.stack(alone, 1)
+    with torch.no_grad():
+        for kwargs in ({}, {"chunk": 3}, {"batched": False}):
+            features = passes(x, ctl.names, **kwargs)
+            assert features.shape == (5, 4, alone.shape[-1])
+            assert torch.allclose(features, alone, atol=1e-5), kwargs
+        reordered = passes(x, ["t2", "t0"])
+    assert torch.allclose(reordered, alone[:, [2, 0]], atol=1e-5)
+
+
+def test_average_into_pulls_an_instance_toward_the_mean_of_others():
+    torch.manual_seed(5)
+    ctl = inject_pet(make_vit(), AdapterConfig(), name="a")
+    for n in ("b", "c"):
+        ctl.add(n)
+    _randomize(ctl)
+    before = {n: {k: v.clone() for k, v in ctl.named_parameters(n).items()} for n in ctl.names}
+    ctl.average_into("c", ["a", "b"], momentum=0.9)
+    for key, value in ctl.named_parameters("c").items():
+        expected = 0.9 * before["c"][key] + 0.1 * (before["a"][key] + before["b"][key]) / 2
+        assert torch.allclose(value, expected, atol=1e-7)
+        assert torch.equal(ctl.named_parameters("a")[key], before["a"][key])  # the sources do not move
+    with pytest.raises(ClpeftError, match="momentum"):
+        ctl.average_into("c", ["a"], momentum=1.5)

@@ -121,6 +121,21 @@ class PETController:
         if copy_from is not None:
             self.load_state_dict(self.state_dict(copy_from), name)
 
+    @torch.no_grad()
+    def average_into(self, target: str, names: list[str], momentum: float) -> None:
+        """θ_target ← momentum·θ_target + (1 − momentum)·mean(θ_names), parameter by parameter (MOS pulls its adapter
+        toward the mean of its snapshots; HiDe-Prompt its prompt toward the earlier ones)."""
+        if not names:
+            raise ClpeftError("average_into needs at least one instance to average")
+        if not 0.0 <= momentum <= 1.0:
+            raise ClpeftError(f"average_into momentum must be in [0, 1], got {momentum}")
+        for n in [target, *names]:
+            self._check(n)
+        sources = [self.named_parameters(n) for n in names]
+        for key, p in self.named_parameters(target).items():
+            mean = torch.stack([src[key].detach() for src in sources]).mean(0)
+            p.mul_(momentum).add_(mean, alpha=1.0 - momentum)
+
     def remove(self, name: str) -> None:
         self._check(name)
         for layer in self.layers.values():

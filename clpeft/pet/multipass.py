@@ -1,0 +1,42 @@
+"""Features under every named PET instance at once: ``[B, K, D]`` for K instances, the methods that score a sample
+in every instance's space (EASE, MOS, CL-LoRA) need one forward per instance per test sample.
+
+The stock blocks before the first PET-carrying block run once (:class:`~clpeft.pet.trunk.SharedTrunk`); the rest
+runs once per instance, either batched — the trunk's output repeated K times, copy k routed to instance k through
+the controller's sparse mixture (one forward of B·K rows) — or one instance after another. ``chunk`` bounds how
+many instances share one batched forward, and with it the memory.
+"""
+from __future__ import annotations
+
+import torch
+
+from clpeft.pet.inject import PETController
+from clpeft.pet.trunk import SharedTrunk
+
+
+class MultiPassFeatures:
+    def __init__(self, backbone: torch.nn.Module, controller: PETController):
+        self.controller = controller
+        self.shared = SharedTrunk(backbone, controller)
+
+    def __call__(self, x: torch.Tensor, names: list[str], batched: bool = True, chunk: int | None = None) -> torch.Tensor:
+        """``[B, K, D]``: the backbone's features of ``x`` (already through the model's input adapter) under each of
+        ``names``, in that order."""
+        h = self.shared.trunk(x)
+        if not batched:
+            out = []
+            for name in names:
+                with self.controller.using(name):
+                    out.append(self.shared.branch(h))
+            return torch.stack(out, 1)
+        step = chunk or len(names)
+        parts = []
+        for start in range(0, len(names), step):
+            group = names[start:start + step]
+            k, b = len(group), h.shape[0]
+            repeated = h.unsqueeze(1).expand(b, k, *h.shape[1:]).reshape(b * k, *h.shape[1:])
+            index = torch.arange(k, device=h.device).repeat(b).unsqueeze(1)      # row b·k + j → instance j
+            weights = torch.ones(b * k, 1, device=h.device, dtype=h.dtype)
+            with self.controller.mixing(group, weights, index=index):
+                parts.append(self.shared.branch(repeated).reshape(b, k, -1))
+        return torch.cat(parts, 1)
