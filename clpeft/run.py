@@ -222,8 +222,6 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
             history.add(row)
             live = running_metrics(history.R, history.before["counts"])
             loggers.experience(i, row.accuracy, live)
-            if on_metrics is not None:
-                on_metrics(i, live)
             if progress:
                 seen = row.accuracy[: i + 1]
                 print(f"[{config.run_id}] after experience {i}: " + " ".join(f"{a:.3f}" for a in seen), flush=True)
@@ -236,6 +234,8 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
                                               "strategy": strategy.resume_state(), "rng": rng_state(),
                                               "history": history.state()})
             completed = i
+            if on_metrics is not None:  # after the checkpoint: a run stopped here (a tuner's early stop) can resume
+                on_metrics(i, live)
     except KeyboardInterrupt:
         raise Interrupted(completed, out_dir) from None
 

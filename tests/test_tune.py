@@ -157,7 +157,9 @@ def test_tune_searches_on_ray_tune_writes_a_tuned_scenario_and_reports_next_to_t
     out = tmp_path / "tune"
     record = json.loads((out / "tune.json").read_text())
     assert len(record["trials"]) == 2 and record["best"]["point"]["train.lr"] > 0
-    assert all(r["run_id"] and (out / "trials" / r["run_id"]).is_dir() for r in record["trials"])
+    for trial in record["trials"]:  # a clpeft run each: finished, or stopped by ASHA after a checkpoint it resumes from
+        run_dir = out / "trials" / trial["run_id"]
+        assert (run_dir / ("checkpoint.pt" if trial["stopped_early"] else "results.json")).is_file(), trial
     prov = record["provenance"]
     assert prov["trials"] == 2 and prov["metric"] == "final_accuracy" and prov["space"]["train.lr"]["loguniform"]
     assert prov["tuning_stream"]["class_order"] != identity_of_config(
