@@ -45,6 +45,7 @@ import timm  # noqa: E402
 import timm.layers  # noqa: E402
 sys.modules.setdefault("timm.models.layers", timm.layers)
 from safetensors.torch import load_file  # noqa: E402
+from shared_digits import split_qkv_state  # noqa: E402
 
 if args.method == "ranpac":
     sys.path.insert(0, "/tmp/RanPAC+RanPAC")
@@ -77,16 +78,7 @@ def tiny_adapter_vit(_args, pretrained=False):
     model = vta.VisionTransformer(img_size=32, patch_size=4, in_chans=1, embed_dim=WIDTH, depth=6, num_heads=3,
                                   mlp_ratio=4, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
                                   num_classes=0, global_pool=False, drop_path_rate=0.0, tuning_config=config)
-    state = load_file("/tmp/parity_coda/vit32.safetensors")
-    for key in list(state):
-        if "qkv." in key:
-            q, k, v = state.pop(key).chunk(3)
-            for name, t in zip(("q_proj", "k_proj", "v_proj"), (q, k, v)):
-                state[key.replace("qkv", name)] = t
-    for key in list(state):
-        if "mlp.fc" in key:
-            state[key.replace("mlp.", "")] = state.pop(key)
-    state = {k: v for k, v in state.items() if not k.startswith("head")}
+    state = split_qkv_state()
     msg = model.load_state_dict(state, strict=False)
     assert not msg.unexpected_keys, msg.unexpected_keys
     for name, param in model.named_parameters():

@@ -20,3 +20,19 @@ def digits32():
     idx_tr.sort()
     idx_te.sort()
     return (*_tensors(d, idx_tr), *_tensors(d, idx_te))
+
+
+def split_qkv_state(path: str = "/tmp/parity_coda/vit32.safetensors") -> dict:
+    """The shared backbone's weights as the official adapter ViTs (RevisitingCIL, RanPAC, EASE) load timm's: qkv split
+    into q_proj/k_proj/v_proj, ``mlp.fc*`` renamed ``fc*``, the classifier dropped."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    for key in list(state):
+        if "qkv." in key:
+            for name, t in zip(("q_proj", "k_proj", "v_proj"), state.pop(key).chunk(3)):
+                state[key.replace("qkv", name)] = t
+    for key in list(state):
+        if "mlp.fc" in key:
+            state[key.replace("mlp.", "")] = state.pop(key)
+    return {k: v for k, v in state.items() if not k.startswith("head")}
