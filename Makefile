@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare tune-example gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier expansion-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare parity-ease tune-example gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -52,6 +52,9 @@ jare: setup
 
 lora-tier: setup
 	$(SWEEP) examples/sweeps/lora_tier.yaml
+
+expansion-tier: setup
+	$(SWEEP) examples/sweeps/expansion_tier.yaml
 
 # Parity against the official code on the shared digits stream (reports/parity/): both sides, 5 seeds, 10 epochs
 # (~20 min on 2 cores each). Needs the official repository extracted first (reports/parity/official/README.md):
@@ -114,6 +117,23 @@ parity-exssnet: setup
 	  || exit 1; done
 	$(PY) reports/parity/summarise_runs.py exssnet /tmp/parity_exssnet > reports/parity/exssnet_runs.json
 	$(PY) reports/parity/summarise_runs.py exssnet_e1 /tmp/parity_exssnet_e1 > reports/parity/exssnet_e1_runs.json
+	$(FOUNDING_PAGES)
+
+# EASE (expansion tier), official code under /tmp/ease (sun-hailong/CVPR24-Ease; reports/parity/ease.md)
+parity-ease: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_ease /tmp/parity_ease_lr && $(PY) reports/parity/official/make_weights.py
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/ease_official.py --seed $$s --epochs 5 --lr 0.01 --bottleneck 64 \
+	    --out /tmp/parity_ease/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_ptm_side.sh $$s 5 /tmp/parity_ease/clpeft_s$$s ease 0.01 \
+	  || exit 1; done
+	for s in 0 1 2; do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/ease_official.py --seed $$s --epochs 10 --lr 0.05 --bottleneck 64 \
+	    --out /tmp/parity_ease_lr/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_ptm_side.sh $$s 10 /tmp/parity_ease_lr/clpeft_s$$s ease 0.05 \
+	  || exit 1; done
+	$(PY) reports/parity/summarise_runs.py ease /tmp/parity_ease > reports/parity/ease_runs.json
+	$(PY) reports/parity/summarise_runs.py ease_lr /tmp/parity_ease_lr > reports/parity/ease_lr_runs.json
 	$(FOUNDING_PAGES)
 
 parity-jare: setup

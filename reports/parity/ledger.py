@@ -112,7 +112,9 @@ def rows():
         ("slca", "SLCA (end to end, slow learner + alignment)", "slca_end_to_end.md"),
         ("lae_adapter", "LAE × Adapter", "lae.md"), ("lae_lora", "LAE × LoRA", "lae.md"),
         ("lae_prefix", "LAE × Prefix", "lae.md"), ("exssnet_e1", "ExSSNeT task-IL (1 + 1 epochs)", "exssnet.md"),
-        ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)", "exssnet.md")) if has_runs(row[0])]
+        ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)", "exssnet.md"),
+        ("ease", "EASE (end to end, lr 0.01, 5 epochs)", "ease.md"),
+        ("ease_lr", "EASE (end to end, lr 0.05, 10 epochs)", "ease.md")) if has_runs(row[0])]
     if (HERE / "jare_runs.json").exists():
         jare = load("jare_runs.json")
         same = sum(r["retrieval"]["same_slots"] for r in jare["runs"])

@@ -15,7 +15,8 @@ from pathlib import Path
 OFFICIAL = {"inflora": "liangyanshuo/InfLoRA@e08b00e", "sd_lora": "WuYichen-97/SD-Lora-CL@8bacded",
             "slca": "GengDavid/SLCA@169d4e6", "lae_adapter": "gqk/LAE@1680e49", "lae_lora": "gqk/LAE@1680e49",
             "lae_prefix": "gqk/LAE@1680e49", "exssnet": "prateeky2806/exessnet@1e768f8",
-            "exssnet_e1": "prateeky2806/exessnet@1e768f8"}
+            "exssnet_e1": "prateeky2806/exessnet@1e768f8", "ease": "sun-hailong/CVPR24-Ease@6d67508",
+            "ease_lr": "sun-hailong/CVPR24-Ease@6d67508"}
 
 
 def task_il(method: str) -> bool:
