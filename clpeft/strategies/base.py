@@ -323,6 +323,14 @@ class CLStrategy(Engine):
                 labels.append(torch.as_tensor(batch[1]).to(self.device))
         return torch.cat(feats), torch.cat(labels).long()
 
+    def add_pet_instance(self, name: str) -> str:
+        """A new named PET instance (one per experience, task or slot); the injected, never-trained ``default`` goes
+        when the first named one arrives, so every instance's name says what it belongs to."""
+        if self.pet.names == ["default"]:
+            self.pet.remove("default")
+        self.pet.add(name)
+        return name
+
     def current_head_parameters(self) -> list[nn.Parameter]:
         """The newest head chunk's parameters (the current experience's classes; none before the first): what trains
         of the head when the loss covers only the current classes, or old rows must stay as they are."""

@@ -119,11 +119,7 @@ class ExSSNeT(CLStrategy):
 
     # ------------------------------------------------------------------ one experience
     def before_experience(self):
-        t = len(self.tasks)
-        if t == 0 and self.pet.names == ["default"]:
-            self.pet.remove("default")  # the injected, never-trained instance: every task gets its own name
-        name = f"task{t}"
-        self.pet.add(name)
+        name = self.add_pet_instance(f"task{len(self.tasks)}")  # every task gets its own mask
         self.pet.activate(name)
         self.tasks.append(name)
         self.chunks_before = len(self.model.head.chunks)

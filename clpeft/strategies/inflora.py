@@ -57,10 +57,7 @@ class InfLoRA(CLStrategy):
 
     # ------------------------------------------------------------------ the experience
     def before_experience(self):
-        if not self.names and self.pet.names == ["default"]:
-            self.pet.remove("default")  # one instance per experience, named by it
-        name = f"e{self.experience_index}"
-        self.pet.add(name)
+        name = self.add_pet_instance(f"e{self.experience_index}")  # one instance per experience, named by it
         self.names.append(name)
         grams = self._input_grams()
         with torch.no_grad():

@@ -140,15 +140,13 @@ class JARe(CLStrategy):
 
     def before_experience(self):
         t = len(self.keys)
-        if t == 0 and self.pet.names == ["default"]:
-            self.pet.remove("default")  # slots are named per experience
         o = self.options
         queries = self.extract_features(self.experience_data, features=self.query)[0].cpu()
         generator = self.generator(t)
         self.keys.append(fit_keys(queries, o.slots, o.groups, generator, o.key_epochs, o.key_lr, dropout=o.key_dropout))
         names = [f"e{t}s{p}" for p in range(o.slots)]
         for name in names:
-            self.pet.add(name)
+            self.add_pet_instance(name)  # slots are named per experience
         self.slot_names.append(names)
         self.pet.activate(None)
 

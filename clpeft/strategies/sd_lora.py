@@ -63,11 +63,8 @@ class SDLoRA(CLStrategy):
 
     # ------------------------------------------------------------------ the experience
     def before_experience(self):
-        if not self.names and self.pet.names == ["default"]:
-            self.pet.remove("default")  # one instance per experience, named by it
         self._as_directions(self.names)  # the previous experience's pair is a direction from now on
-        name = f"e{self.experience_index}"
-        self.pet.add(name)
+        name = self.add_pet_instance(f"e{self.experience_index}")  # one instance per experience, named by it
         self.names.append(name)
         if self.options.magnitude_reset:
             with torch.no_grad():
