@@ -30,19 +30,10 @@ p.add_argument("--out", default="/tmp/parity_ease/official.json")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
 
-_to = torch.Tensor.to
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from shared_digits import keep_cuda_on_cpu  # noqa: E402
 
-
-def to_cpu(self, *a, **k):
-    def cpu(v):
-        is_cuda = (isinstance(v, str) and v.startswith("cuda")) or (isinstance(v, torch.device) and v.type == "cuda")
-        return torch.device("cpu") if is_cuda else v
-    return _to(self, *[cpu(v) for v in a], **{key: cpu(v) for key, v in k.items()})
-
-
-torch.Tensor.to = to_cpu
-torch.Tensor.cuda = lambda self, *a, **k: self
-nn.Module.cuda = lambda self, *a, **k: self
+keep_cuda_on_cpu()
 easydict = types.ModuleType("easydict")
 easydict.EasyDict = type("EasyDict", (dict,), {"__getattr__": dict.__getitem__})
 sys.modules["easydict"] = easydict
@@ -54,7 +45,6 @@ from backbone import linears, vit_ease  # noqa: E402
 from models import ease as official  # noqa: E402
 from utils import inc_net  # noqa: E402
 
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from pycil_style import DigitsManager, run_tasks  # noqa: E402
 from shared_digits import split_qkv_state  # noqa: E402
 

@@ -27,19 +27,10 @@ p.add_argument("--out")
 args = p.parse_args()
 torch.set_num_threads(2)
 
-_to = torch.Tensor.to
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from shared_digits import keep_cuda_on_cpu  # noqa: E402
 
-
-def to_cpu(self, *a, **k):
-    def cpu(v):
-        is_cuda = (isinstance(v, str) and v.startswith("cuda")) or (isinstance(v, torch.device) and v.type == "cuda")
-        return torch.device("cpu") if is_cuda else v
-    return _to(self, *[cpu(v) for v in a], **{key: cpu(v) for key, v in k.items()})
-
-
-torch.Tensor.to = to_cpu
-torch.Tensor.cuda = lambda self, *a, **k: self
-nn.Module.cuda = lambda self, *a, **k: self
+keep_cuda_on_cpu()
 
 import timm  # noqa: E402
 import timm.layers  # noqa: E402

@@ -36,3 +36,20 @@ def split_qkv_state(path: str = "/tmp/parity_coda/vit32.safetensors") -> dict:
         if "mlp.fc" in key:
             state[key.replace("mlp.", "")] = state.pop(key)
     return {k: v for k, v in state.items() if not k.startswith("head")}
+
+
+def keep_cuda_on_cpu() -> None:
+    """The official code's `.cuda()` and `.to("cuda")` leave tensors and modules on the CPU (this machine has no GPU)."""
+    import torch.nn as nn
+
+    to = torch.Tensor.to
+
+    def to_cpu(self, *a, **k):
+        def cpu(v):
+            is_cuda = (isinstance(v, str) and v.startswith("cuda")) or (isinstance(v, torch.device) and v.type == "cuda")
+            return torch.device("cpu") if is_cuda else v
+        return to(self, *[cpu(v) for v in a], **{key: cpu(v) for key, v in k.items()})
+
+    torch.Tensor.to = to_cpu
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    nn.Module.cuda = lambda self, *a, **k: self
