@@ -475,11 +475,11 @@ def test_multi_pass_features_equal_running_each_instance_alone(config):
             alone.append(outputs(model, x))
     alone = torch.stack(alone, 1)
     with torch.no_grad():
-        for kwargs in ({}, {"chunk": 3}, {"batched": False}):
+        for kwargs in ({}, {"batched": True}, {"batched": True, "chunk": 3}):
             features = passes(x, ctl.names, **kwargs)
             assert features.shape == (5, 4, alone.shape[-1])
             assert torch.allclose(features, alone, atol=1e-5), kwargs
-        reordered = passes(x, ["t2", "t0"])
+        reordered = passes(x, ["t2", "t0"], batched=True)
     assert torch.allclose(reordered, alone[:, [2, 0]], atol=1e-5)
 
 

@@ -2,9 +2,11 @@
 in every instance's space (EASE, MOS, CL-LoRA) need one forward per instance per test sample.
 
 The stock blocks before the first PET-carrying block run once (:class:`~clpeft.pet.trunk.SharedTrunk`); the rest
-runs once per instance, either batched — the trunk's output repeated K times, copy k routed to instance k through
-the controller's sparse mixture (one forward of B·K rows) — or one instance after another. ``chunk`` bounds how
-many instances share one batched forward, and with it the memory.
+runs once per instance, one instance after another (the default), or batched — the trunk's output repeated K times,
+copy k routed to instance k through the controller's sparse mixture (one forward of B·K rows; ``chunk`` bounds how
+many instances share it, and with it the memory). Batched pays off only where the PET's mixture computes just the
+routed instance per row: the adapter mixture computes every instance for every row, so on adapters it costs K² and
+was measured 4× slower than the loop at 20 instances (``benchmarks/expansion_tier_cost.py``).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class MultiPassFeatures:
         self.controller = controller
         self.shared = SharedTrunk(backbone, controller)
 
-    def __call__(self, x: torch.Tensor, names: list[str], batched: bool = True, chunk: int | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, names: list[str], batched: bool = False, chunk: int | None = None) -> torch.Tensor:
         """``[B, K, D]``: the backbone's features of ``x`` (already through the model's input adapter) under each of
         ``names``, in that order."""
         h = self.shared.trunk(x)

@@ -11,7 +11,7 @@ the prototypes old classes cannot have in newer spaces completed from class-to-c
   (temperature ``tau``) weighted mean of the prototypes under j of the classes learned from j on, recomputed
   after every experience.
 - **Prediction**: features under every instance (:class:`~clpeft.pet.multipass.MultiPassFeatures`: one forward
-  per instance, the stock blocks before the first PET once); the logit of class c learned with instance i is
+  per instance, the stock blocks before the first PET once; ``batched`` puts them in one forward); the logit of class c learned with instance i is
   cos(f_i, P[c, i]) + α/t · Σ_{j≠i} cos(f_j, P[c, j]) (``alpha``; t + 1 instances so far).
 
 As the official code runs by default (``use_init_ptm`` and ``use_diagonal`` off, ``recalc_sim`` on, the big head's
@@ -56,7 +56,9 @@ class EASE(CLStrategy):
     class Options:
         alpha: float = option(0.1, "weight of the other instances' cosines in a class's score (÷ their count)", ge=0.0)
         tau: float = option(1.0, "temperature of the similarity softmax that completes old classes' prototypes", gt=0.0)
-        chunk: int | None = option(None, "instances per batched forward at evaluation (null: all at once)", ge=1)
+        batched: bool = option(False, "the features under every instance in one forward of B·K rows through the PET "
+                                      "mixture (fast only where it computes just the routed instance per row)")
+        chunk: int | None = option(None, "with batched: instances per forward (null: all at once)", ge=1)
 
     def setup(self):
         self.names: list[str] = []
@@ -104,7 +106,8 @@ class EASE(CLStrategy):
     # ------------------------------------------------------------------ evaluation
     def _all_features(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            return self.passes(self.model.adapter(x), self.names, chunk=self.options.chunk).flatten(1).float()
+            return self.passes(self.model.adapter(x), self.names, batched=self.options.batched,
+                               chunk=self.options.chunk).flatten(1).float()
 
     def predict(self, x: torch.Tensor) -> Prediction:
         if self.protos.instances == 0:
