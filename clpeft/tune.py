@@ -231,26 +231,14 @@ def trial_config(spec: TuneSpec, point: dict, device: str = "cpu") -> RunConfig:
                    overrides=overrides, imports=spec.imports)
 
 
-def report_config(spec: TuneSpec, ref: StreamRef, seed: int, point: dict | None, provenance: dict | None = None,
-                  device: str = "cpu") -> RunConfig:
+def report_config(spec: TuneSpec, ref: StreamRef, seed: int, point: dict | None, device: str = "cpu") -> RunConfig:
     """A report run: the report stream with the fixed settings and, unless ``point`` is None (defaults), the tuned
-    ones."""
+    ones (the tuned runs themselves come from the written scenario, which carries their provenance)."""
     overrides = merge_sections(spec.fixed, ref.overrides)
     if point is not None:
         overrides = merge_sections(overrides, _point_overrides(point))
-    scenario = ref.scenario
-    if provenance is not None:
-        scenario = with_strategy_entry(ref.scenario, spec.strategy, {"provenance": provenance})
-    return resolve(scenario, strategy=spec.strategy, pet=spec.pet, seed=seed, device=device, overrides=overrides,
+    return resolve(ref.scenario, strategy=spec.strategy, pet=spec.pet, seed=seed, device=device, overrides=overrides,
                    imports=spec.imports)
-
-
-def with_strategy_entry(scenario: dict, strategy: str, extra: dict) -> dict:
-    out = dict(scenario)
-    strategies = dict(out.get("strategies") or {})
-    strategies[strategy] = {**(strategies.get(strategy) or {}), **extra}
-    out["strategies"] = strategies
-    return out
 
 
 def check_streams_differ(spec: TuneSpec, device: str, allowed: bool) -> None:
@@ -356,7 +344,7 @@ def best_trial(spec: TuneSpec, records: list[dict]) -> dict:
         raise ClpeftError(f"no trial of {spec.name} finished healthy (see {spec.out / 'trials'}); widen or move the "
                           "space, or raise trials")
     sign = 1 if spec.mode == "max" else -1
-    return max(finished, key=lambda r: (sign * r["objective"], -records.index(r)))
+    return max(finished, key=lambda r: sign * r["objective"])  # max keeps the first of equal values
 
 
 # ------------------------------------------------------------------------------------------------ outputs

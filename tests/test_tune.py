@@ -186,3 +186,20 @@ def test_the_worked_example_files_are_valid_and_report_where_no_search_looked():
         spec = load_tune(path)  # every check, the space's edges resolved on both streams
         assert spec.tune_on.scenario["name"] == "digits_b0_inc2" and spec.report_on[0].scenario["name"] == "mnist5k_b0_inc2"
         assert spec.seeds == [0, 1, 2] and spec.trials == 8
+
+
+def test_a_held_out_split_reads_its_images_with_the_test_transform_and_leaves_training_alone():
+    from clpeft.streams.stream import held_out
+
+    class Images:
+        def __init__(self, n, transform):
+            self.targets, self.transform = [i % 2 for i in range(n)], transform
+
+        def __getitem__(self, i):
+            return self.transform(i), self.targets[i]
+
+    train, test = Images(20, lambda i: ("augmented", i)), Images(4, lambda i: ("plain", i))
+    part, validation = held_out(train, test, 0.2)
+    assert len(part) == 16 and len(validation) == 4 and sorted(validation.targets) == [0, 0, 1, 1]
+    assert all(validation[k][0][0] == "plain" for k in range(4)) and all(part[k][0][0] == "augmented" for k in range(16))
+    assert train.transform(0) == ("augmented", 0)

@@ -8,6 +8,7 @@ shuffled with a fixed generator instead of Avalanche's class-sorted ones.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -242,23 +243,16 @@ def make_stream(config: StreamConfig, seed: int = 0) -> ContinualStream:
 class Subset(Dataset):
     """Part of a data set, keeping what a stream reads from the whole (``targets``, ``in_memory``)."""
 
-    def __init__(self, base: Dataset, indices: list[int], transform=None):
+    def __init__(self, base: Dataset, indices: list[int]):
         self.base, self.indices = base, list(indices)
         self.targets = [base.targets[i] for i in self.indices]
         self.in_memory = bool(getattr(base, "in_memory", False))
-        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int):
-        if self.transform is None:
-            return self.base[self.indices[index]]
-        saved, self.base.transform = self.base.transform, self.transform
-        try:
-            return self.base[self.indices[index]]
-        finally:
-            self.base.transform = saved
+        return self.base[self.indices[index]]
 
 
 def held_out(train: Dataset, test: Dataset, fraction: float) -> tuple[Dataset, Dataset]:
@@ -277,8 +271,11 @@ def held_out(train: Dataset, test: Dataset, fraction: float) -> tuple[Dataset, D
         chosen = rng.permutation(idx)
         held += sorted(chosen[:n].tolist())
         keep += sorted(chosen[n:].tolist())
-    transform = getattr(test, "transform", None) if hasattr(train, "transform") else None
-    return Subset(train, sorted(keep)), Subset(train, sorted(held), transform)
+    validation = train
+    if hasattr(train, "transform") and hasattr(test, "transform"):  # the held-out images read as test images
+        validation = copy.copy(train)
+        validation.transform = test.transform
+    return Subset(train, sorted(keep)), Subset(validation, sorted(held))
 
 
 def stream_identity(dataset: str, order: list[int], sizes: list[int], validation_fraction: float) -> dict:
