@@ -101,7 +101,7 @@ def test_a_ten_by_one_stream_runs_where_a_later_experience_learns_and_its_refusa
     lenet_scenario["stream"] = {"dataset": "digits", "n_experiences": 10}
     cls = STRATEGIES[name]
     pet = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask",
-           "inflora": "lora", "sd_lora": "lora", "ease": "adapter",
+           "inflora": "lora", "sd_lora": "lora", "ease": "adapter", "mos": "adapter",
            "aper": "adapter"}.get(name)
     lenet_scenario["train"]["epochs"] = 2  # LAE's warm-up leaves it one epoch
     config = resolve(lenet_scenario, strategy=name, pet=pet) if (

@@ -103,3 +103,25 @@ def test_input_adapter_fits_small_gray_images_to_the_backbone():
     x = torch.rand(2, 1, 8, 8)
     adapted = model.adapter(x)
     assert adapted.shape == (2, 3, 224, 224) and adapted.min() >= -1 and adapted.max() <= 1
+
+
+def test_prototype_contrastive_is_the_cross_entropy_of_each_row_against_itself():
+    import math
+
+    from clpeft.losses import prototype_contrastive
+
+    g = torch.Generator().manual_seed(0)
+    feats, means = torch.randn(3, 4, generator=g), torch.randn(2, 4, generator=g)
+    rows = torch.cat([means, feats])
+    want = 0.0
+    for i in range(5):  # by hand: −log softmax of row i's similarities at column i
+        sims = [float(rows[i] @ rows[j]) / 0.8 for j in range(5)]
+        top = max(sims)
+        want += -(sims[i] - top - math.log(sum(math.exp(s - top) for s in sims)))
+    assert abs(float(prototype_contrastive(feats, means, 0.8)) - want / 5) < 1e-5
+    only = torch.cat([feats])
+    assert torch.allclose(prototype_contrastive(feats, None), prototype_contrastive(only, torch.empty(0, 4)))
+    feats.requires_grad_(True)
+    means.requires_grad_(True)
+    prototype_contrastive(feats, means).backward()
+    assert means.grad is None and feats.grad is not None  # the stored means are constants

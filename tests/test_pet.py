@@ -497,3 +497,27 @@ def test_average_into_pulls_an_instance_toward_the_mean_of_others():
         assert torch.equal(ctl.named_parameters("a")[key], before["a"][key])  # the sources do not move
     with pytest.raises(ClpeftError, match="momentum"):
         ctl.average_into("c", ["a"], momentum=1.5)
+
+
+def test_multipass_enters_a_context_around_each_instance_and_refuses_it_batched():
+    from contextlib import contextmanager
+
+    from clpeft.pet.multipass import MultiPassFeatures
+
+    model = make_vit()
+    pet = inject_pet(model, AdapterConfig(bottleneck=4), name="a")
+    pet.add("b")
+    entered = []
+
+    @contextmanager
+    def around(name):
+        entered.append((name, pet.active))
+        yield
+
+    passes = MultiPassFeatures(model, pet)
+    x = vit_input(2)
+    with torch.no_grad():
+        out = passes(x, ["b", "a"], around=around)
+    assert out.shape[:2] == (2, 2) and entered == [("b", "b"), ("a", "a")]
+    with pytest.raises(ClpeftError, match="one after another"):
+        passes(x, ["a", "b"], batched=True, around=around)

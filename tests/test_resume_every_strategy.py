@@ -18,15 +18,18 @@ PLUGINS = {"l2_anchor": ROOT / "examples" / "plugins" / "l2_anchor.py",
 LENET = {"model": {"backbone": "lenet", "pretrained": False}}
 # the PET each method needs; methods that need no ViT run on LeNet (an MLP: seconds), with small settings
 PET = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "supermask", "supsup": "supermask",
-       "aper": "adapter", "ranpac": "adapter", "inflora": "lora", "sd_lora": "lora", "ease": "adapter"}
-NEEDS_VIT = {"lae", "jare", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt", "inflora", "sd_lora", "ease"}
+       "aper": "adapter", "ranpac": "adapter", "inflora": "lora", "sd_lora": "lora", "ease": "adapter",
+       "mos": "adapter"}
+NEEDS_VIT = {"lae", "jare", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt", "inflora", "sd_lora", "ease",
+             "mos"}
 EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_size": 20}},
          "ranpac": {"options": {"projection": 64}}, "coda_prompt": {"options": {"pool_size": 12, "length": 2}},
          "l2p": {"options": {"pool_size": 6}}, "dualprompt": {"options": {"pool_size": 3}},
          "slca": {"options": {"ca_epochs": 1, "ca_samples": 16}},
          "inflora": {"pet": {"blocks": None, "parts": "kv", "rank": 2, "alpha": 2.0}},
          "sd_lora": {"pet": {"blocks": None, "parts": "qv", "rank": 2, "alpha": 2.0}},
-         "ease": {"pet": {"blocks": None, "position": "mlp_residual", "bottleneck": 4}}}
+         "ease": {"pet": {"blocks": None, "position": "mlp_residual", "bottleneck": 4}},
+         "mos": {"pet": {"blocks": None, "position": "mlp_residual", "bottleneck": 4}, "options": {"ca_epochs": 2}}}
 
 
 @pytest.mark.parametrize("name", sorted(set(STRATEGIES) - set(PLUGINS)) + sorted(PLUGINS))

@@ -10,8 +10,12 @@ was measured 4× slower than the loop at 20 instances (``benchmarks/expansion_ti
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
+from typing import Callable, ContextManager
+
 import torch
 
+from clpeft.errors import ClpeftError
 from clpeft.pet.inject import PETController
 from clpeft.pet.trunk import SharedTrunk
 
@@ -21,16 +25,20 @@ class MultiPassFeatures:
         self.controller = controller
         self.shared = SharedTrunk(backbone, controller)
 
-    def __call__(self, x: torch.Tensor, names: list[str], batched: bool = False, chunk: int | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, names: list[str], batched: bool = False, chunk: int | None = None,
+                 around: Callable[[str], ContextManager] | None = None) -> torch.Tensor:
         """``[B, K, D]``: the backbone's features of ``x`` (already through the model's input adapter) under each of
-        ``names``, in that order."""
+        ``names``, in that order. ``around(name)``, one instance after another only: a context entered around that
+        instance's pass (e.g. to load an instance kept elsewhere, or change it as a method's forward does)."""
         h = self.shared.trunk(x)
         if not batched:
             out = []
             for name in names:
-                with self.controller.using(name):
+                with self.controller.using(name), (around(name) if around is not None else nullcontext()):
                     out.append(self.shared.branch(h))
             return torch.stack(out, 1)
+        if around is not None:
+            raise ClpeftError("MultiPassFeatures: around= needs the instances one after another (batched=False)")
         step = chunk or len(names)
         parts = []
         for start in range(0, len(names), step):
