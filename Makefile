@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier expansion-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare parity-ease tune-example gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier expansion-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare parity-ease parity-mos parity-hide tune-example gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -134,6 +134,42 @@ parity-ease: setup
 	  || exit 1; done
 	$(PY) reports/parity/summarise_runs.py ease /tmp/parity_ease > reports/parity/ease_runs.json
 	$(PY) reports/parity/summarise_runs.py ease_lr /tmp/parity_ease_lr > reports/parity/ease_lr_runs.json
+	$(FOUNDING_PAGES)
+
+# MOS (expansion tier), official code under /tmp/mos (sun-hailong/AAAI25-MOS; reports/parity/mos.md)
+parity-mos: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_mos /tmp/parity_mos_lr && $(PY) reports/parity/official/make_weights.py
+	OMP_NUM_THREADS=1 $(PY) reports/parity/official/mos_trace.py --out reports/parity/mos_trace.json
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/mos_official.py --seed $$s --epochs 5 --lr 0.01 --bottleneck 16 \
+	    --out /tmp/parity_mos/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_ptm_side.sh $$s 5 /tmp/parity_mos/clpeft_s$$s mos 0.01 16 \
+	  || exit 1; done
+	for s in 0 1 2; do \
+	  OMP_NUM_THREADS=1 $(PY) reports/parity/official/mos_official.py --seed $$s --epochs 10 --lr 0.03 --bottleneck 16 \
+	    --out /tmp/parity_mos_lr/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_ptm_side.sh $$s 10 /tmp/parity_mos_lr/clpeft_s$$s mos 0.03 16 \
+	  || exit 1; done
+	$(PY) reports/parity/summarise_runs.py mos /tmp/parity_mos > reports/parity/mos_runs.json
+	$(PY) reports/parity/summarise_runs.py mos_lr /tmp/parity_mos_lr > reports/parity/mos_lr_runs.json
+	$(FOUNDING_PAGES)
+
+# HiDe-Prompt (expansion tier), official code under /tmp/hide (thu-ml/HiDe-Prompt; reports/parity/hide_prompt.md) in its
+# own environment: ~/.pyenv/versions/3.10.13/bin/python -m venv /tmp/hide_env && /tmp/hide_env/bin/pip install -r
+# reports/parity/official/hide_requirements.txt
+HIDE_PY ?= /tmp/hide_env/bin/python
+parity-hide: setup
+	mkdir -p /tmp/parity_coda /tmp/parity_hide /tmp/parity_hide_permute && $(PY) reports/parity/official/make_weights.py
+	for s in $(PARITY_SEEDS); do \
+	  OMP_NUM_THREADS=1 $(HIDE_PY) reports/parity/official/hide_official.py --seed $$s --epochs 10 --tii-epochs 20 \
+	    --out /tmp/parity_hide/official_s$$s.json && \
+	  OMP_NUM_THREADS=1 PYTHON=$(PY) reports/parity/official/clpeft_hide_side.sh $$s 10 20 /tmp/parity_hide/clpeft_s$$s \
+	  || exit 1; done
+	for s in 0 1 2; do \
+	  OMP_NUM_THREADS=1 $(HIDE_PY) reports/parity/official/hide_official.py --seed $$s --epochs 10 --tii-epochs 20 \
+	    --layout permute --out /tmp/parity_hide_permute/official_s$$s.json || exit 1; done
+	$(PY) reports/parity/summarise_runs.py hide /tmp/parity_hide > reports/parity/hide_runs.json
+	$(PY) reports/parity/summarise_runs.py hide_permute /tmp/parity_hide_permute > reports/parity/hide_permute_runs.json
 	$(FOUNDING_PAGES)
 
 parity-jare: setup

@@ -1,7 +1,12 @@
-"""EASE's inference cost as the experiences add adapters: one prediction (features under every adapter, then the
-prototype scores, one forward per adapter) against a single frozen forward of the same batch, with 1, 5, 10 and 20
-adapters; the multi-pass features batched through the adapter mixture (one forward of B·K rows) instead; and what each
-experience adds to the stored state (an adapter and a prototype column per class).
+"""The expansion tier's inference cost as the experiences add adapters, against a single frozen forward of the same
+batch, with 1, 5, 10 and 20 adapters, and what each experience adds to the stored state.
+
+- EASE: one prediction (features under every adapter, then the prototype scores, one forward per adapter); the
+  multi-pass features batched through the adapter mixture (one forward of B·K rows) instead; stored: an adapter and
+  a prototype column per class per experience.
+- MOS: one prediction (features under every snapshot, prototypes under snapshot 0, the self-refining choice), with
+  the official per-forward pulls of the stored snapshots (``per_block_forward``) and without them (``per_step``);
+  stored: a snapshot per experience, the running sums the pulls need, the class covariances.
 
 The real strategy on the small ViT (28 px, an AdaptFormer adapter in every block, bottleneck 16) with random adapters
 and prototypes (speed does not depend on their values).
@@ -48,6 +53,37 @@ def ease_with_adapters(adapters: int, device: str):
     return model, pet, strategy, dev
 
 
+def mos_with_snapshots(snapshots: int, device: str, ema_mode: str):
+    from clpeft.config import resolve
+    from clpeft.run import build
+
+    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 5},
+                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
+                "strategies": {"mos": {"pet": "adapter", "pet_settings": ADAPTFORMER, "options": {"ema_mode": ema_mode}}}}
+    _, model, pet, strategy, dev = build(resolve(scenario, strategy="mos", device=device))
+    model.head.grow(10)
+    g = torch.Generator().manual_seed(0)
+    strategy.add_pet_instance("current")
+    for e in range(snapshots):  # the snapshots are made here, not by a stream
+        name = f"e{e}"
+        pet.add(name)
+        strategy.names.append(name)
+        with torch.no_grad():
+            for p in pet.parameters(name):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        state = pet.state_dict(name)
+        strategy.prefix_sums.append({k: v + strategy.prefix_sums[-1][k] for k, v in state.items()}
+                                    if strategy.prefix_sums else state)
+    strategy.prototypes = torch.randn(10, model.backbone.num_features, generator=g)
+    strategy.class_task = torch.arange(10) % snapshots
+    strategy.stats.add(torch.randn(20, model.backbone.num_features, generator=g), torch.arange(20) % 10)
+    model.to(dev)
+    strategy.prototypes, strategy.class_task = strategy.prototypes.to(dev), strategy.class_task.to(dev)
+    pet.activate(None)
+    model.eval()
+    return model, pet, strategy, dev
+
+
 def main():
     args = batch_parser().parse_args()
     print(f"{torch.get_num_threads()} threads, device {args.device}, batch {args.batch}, vit_tiny_fmnist_scratch 28 px, "
@@ -75,6 +111,31 @@ def main():
               f"{medians['predict'] * 1e3:7.1f} ms ({medians['predict'] / medians['frozen']:5.1f}× one frozen forward), "
               f"features batched through the adapter mixture {medians['batched'] * 1e3:7.1f} ms "
               f"({medians['batched'] / medians['frozen']:5.1f}×), stored state {stored / 1e6:.2f} MB", flush=True)
+    for snapshots in BANK_SIZES:
+        timed, stored = {}, {}
+        for mode in ("per_block_forward", "per_step"):
+            model, pet, strategy, dev = mos_with_snapshots(snapshots, args.device, mode)
+            x = torch.rand(args.batch, 1, 28, 28, device=dev)
+
+            @torch.no_grad()
+            def frozen():
+                with pet.using(None):
+                    model.features(x)
+
+            @torch.no_grad()
+            def predict():
+                strategy.predict(x)
+
+            medians, _ = interleaved({"frozen": frozen, "predict": predict}, args.rounds, dev)
+            timed[mode] = medians["predict"] / medians["frozen"], medians["predict"]
+            sums = sum(v.numel() for s_ in strategy.prefix_sums for v in s_.values())
+            stored[mode] = 4 * (sum(pet.num_parameters(n) for n in pet.names) + sums + strategy.prototypes.numel())
+        covariances = strategy.stats.second.numel() * 8
+        print(f"mos:  {snapshots:2d} snapshots: {snapshots:2d} passes per test sample, predict "
+              f"{timed['per_block_forward'][1] * 1e3:7.1f} ms ({timed['per_block_forward'][0]:5.1f}× one frozen forward) "
+              f"with the official per-forward pulls, {timed['per_step'][1] * 1e3:7.1f} ms ({timed['per_step'][0]:5.1f}×) "
+              f"without; stored adapters and sums {stored['per_block_forward'] / 1e6:.2f} MB "
+              f"({stored['per_step'] / 1e6:.2f} MB per_step), class covariances {covariances / 1e6:.2f} MB", flush=True)
 
 
 if __name__ == "__main__":

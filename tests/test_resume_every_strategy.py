@@ -21,7 +21,7 @@ PET = {"lae": "adapter", "jare": "lora", "exssnet": "supermask", "ssnet": "super
        "aper": "adapter", "ranpac": "adapter", "inflora": "lora", "sd_lora": "lora", "ease": "adapter",
        "mos": "adapter"}
 NEEDS_VIT = {"lae", "jare", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt", "inflora", "sd_lora", "ease",
-             "mos"}
+             "mos", "hide_prompt"}
 EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_size": 20}},
          "ranpac": {"options": {"projection": 64}}, "coda_prompt": {"options": {"pool_size": 12, "length": 2}},
          "l2p": {"options": {"pool_size": 6}}, "dualprompt": {"options": {"pool_size": 3}},
@@ -29,6 +29,7 @@ EXTRA = {"exssnet": {"options": {"kkt": "always"}}, "wa": {"options": {"memory_s
          "inflora": {"pet": {"blocks": None, "parts": "kv", "rank": 2, "alpha": 2.0}},
          "sd_lora": {"pet": {"blocks": None, "parts": "qv", "rank": 2, "alpha": 2.0}},
          "ease": {"pet": {"blocks": None, "position": "mlp_residual", "bottleneck": 4}},
+         "hide_prompt": {"options": {"centroids": 2, "ca_epochs": 1, "router_epochs": 1, "length": 2}},
          "mos": {"pet": {"blocks": None, "position": "mlp_residual", "bottleneck": 4}, "options": {"ca_epochs": 2}}}
 
 

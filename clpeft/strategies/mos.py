@@ -10,7 +10,9 @@ of its earlier snapshots, a snapshot per experience, and a per-sample choice of 
   *all* its layers once per block, so layer l computes after l + 1 pulls and every layer ends a forward L pulls
   further — in training, in the statistics pass, and at evaluation, where a stored snapshot k ≥ 1 drifts to μ_k
   within a few test batches — plus the once-per-step pull. μ_k is kept as the running sums of the snapshots as
-  they were stored, as that code keeps them.
+  they were stored, as that code keeps them. In this mode results depend on the evaluation batch size (how many
+  forwards move the snapshots), as the official numbers depend on its test loader's; the scenario entries test in
+  batches of the training batch, as that loader does.
 - **After an experience**: a frozen snapshot ``e<t>`` of the current adapter; each new class's mean and covariance
   of its features under the current adapter (class by class, batches of 3 × batch size, as the official pass);
   from t ≥ 1 the head is re-fitted on features sampled from every seen class's Gaussian

@@ -114,7 +114,18 @@ def rows():
         ("lae_prefix", "LAE × Prefix", "lae.md"), ("exssnet_e1", "ExSSNeT task-IL (1 + 1 epochs)", "exssnet.md"),
         ("exssnet", "ExSSNeT task-IL (20 + 20 epochs)", "exssnet.md"),
         ("ease", "EASE (end to end, lr 0.01, 5 epochs)", "ease.md"),
-        ("ease_lr", "EASE (end to end, lr 0.05, 10 epochs)", "ease.md")) if has_runs(row[0])]
+        ("ease_lr", "EASE (end to end, lr 0.05, 10 epochs)", "ease.md"),
+        ("mos", "MOS (end to end, lr 0.01, 5 epochs)", "mos.md"),
+        ("mos_lr", "MOS (end to end, lr 0.03, 10 epochs)", "mos.md"),
+        ("hide", "HiDe-Prompt (end to end, both programs)", "hide_prompt.md")) if has_runs(row[0])]
+    if (HERE / "mos_trace.json").exists():
+        trace = load("mos_trace.json")
+        worst = max(e["adapter_gap"] for e in trace["events"])
+        feats = max(e.get("feature_gap", e.get("logit_gap", 0.0)) for e in trace["events"])
+        out.append(("MOS adapter averaging as run (two-task trace, same weights)", trace["official"].split(" ")[0],
+                    f"same inputs, {len(trace['events'])} events", "—", "—",
+                    f"max \\|Δ adapter\\| {worst:.1e}, max \\|Δ logits or features\\| {feats:.1e}",
+                    "equal" if worst < 1e-6 and feats < 1e-4 else "open", "mos.md"))
     if (HERE / "jare_runs.json").exists():
         jare = load("jare_runs.json")
         same = sum(r["retrieval"]["same_slots"] for r in jare["runs"])

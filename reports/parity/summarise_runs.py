@@ -16,7 +16,9 @@ OFFICIAL = {"inflora": "liangyanshuo/InfLoRA@e08b00e", "sd_lora": "WuYichen-97/S
             "slca": "GengDavid/SLCA@169d4e6", "lae_adapter": "gqk/LAE@1680e49", "lae_lora": "gqk/LAE@1680e49",
             "lae_prefix": "gqk/LAE@1680e49", "exssnet": "prateeky2806/exessnet@1e768f8",
             "exssnet_e1": "prateeky2806/exessnet@1e768f8", "ease": "sun-hailong/CVPR24-Ease@6d67508",
-            "ease_lr": "sun-hailong/CVPR24-Ease@6d67508"}
+            "ease_lr": "sun-hailong/CVPR24-Ease@6d67508", "mos": "sun-hailong/AAAI25-MOS@8d5e07c",
+            "mos_lr": "sun-hailong/AAAI25-MOS@8d5e07c", "hide": "thu-ml/HiDe-Prompt@0ed4333",
+            "hide_permute": "thu-ml/HiDe-Prompt@0ed4333"}
 
 
 def task_il(method: str) -> bool:
@@ -30,7 +32,8 @@ def official_runs(method: str, folder: Path, prefix: str) -> list[dict]:
         key = "accuracy_matrix_task_il" if task_il(method) else "accuracy_matrix"
         runs.append({"side": "official", "seed": r["seed"],
                      "final_accuracy": r["final_accuracy_task_il" if task_il(method) else "final_accuracy"],
-                     "accuracy_matrix": r[key], **{k: r[k] for k in ("feature_gap", "versions") if k in r},
+                     "accuracy_matrix": r[key],
+                     **{k: r[k] for k in ("feature_gap", "versions", "task_inference_last") if k in r},
                      "threads": r["threads"], "settings": r["settings"]})
     return runs
 
@@ -49,7 +52,8 @@ def clpeft_runs(method: str, folder: Path, prefix: str = "") -> list[dict]:
         runs.append({"side": "clpeft", "seed": r["config"]["seed"], "final_accuracy": final,
                      "accuracy_matrix": matrix, "config_hash": r["config_hash"],
                      "head_init_std": r["config"]["model"]["head_init_std"], "strategy_summary": r.get("strategy_summary"),
-                     "threads": runtime.get("threads"), "seconds": runtime["train_seconds_total"]})
+                     "threads": runtime.get("threads"), "seconds": runtime["train_seconds_total"],
+                     **({"task_inference_last": r["task_inference_matrix"][-1]} if r.get("task_inference_matrix") else {})})
     return runs
 
 

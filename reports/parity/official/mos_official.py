@@ -35,6 +35,7 @@ p.add_argument("--threads", type=int, default=1)
 p.add_argument("--out", default="/tmp/parity_mos/official.json")
 args = p.parse_args()
 torch.set_num_threads(args.threads)
+os.environ.setdefault("TQDM_DISABLE", "1")  # the learner's progress bars
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from shared_digits import keep_cuda_on_cpu, split_qkv_state  # noqa: E402

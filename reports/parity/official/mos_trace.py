@@ -172,7 +172,7 @@ for i in range(args.evals):
                    "adapter_gap": weight_gap(official.adapter_list[1], "e1"),
                    "distance_to_mu1": distance_to_mu("e1")})
 
-result = {"official": "sun-hailong/AAAI25-MOS (backbone/vit_mos.py: forward_features, reweight_adapter, adapter_merge)",
+result = {"official": "sun-hailong/AAAI25-MOS@8d5e07c (backbone/vit_mos.py: forward_features, reweight_adapter, adapter_merge)",
           "frozen_feature_gap": gap, "steps": args.steps, "evaluations": args.evals, "lr": args.lr,
           "adapter_momentum": MOMENTUM, "depth": depth, "threads": torch.get_num_threads(), "events": events}
 print(json.dumps(result, indent=1))
