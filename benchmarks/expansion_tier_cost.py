@@ -7,6 +7,8 @@ batch, with 1, 5, 10 and 20 adapters, and what each experience adds to the store
 - MOS: one prediction (features under every snapshot, prototypes under snapshot 0, the self-refining choice), with
   the official per-forward pulls of the stored snapshots (``per_block_forward``) and without them (``per_step``);
   stored: a snapshot per experience, the running sums the pulls need, the class covariances.
+- HiDe-Prompt: one prediction (the router on the frozen features, then the routed prompt's pass) with 1 to 20
+  prompts; stored: a prompt per experience beside the router.
 
 The real strategy on the small ViT (28 px, an AdaptFormer adapter in every block, bottleneck 16) with random adapters
 and prototypes (speed does not depend on their values).
@@ -71,9 +73,10 @@ def mos_with_snapshots(snapshots: int, device: str, ema_mode: str):
         with torch.no_grad():
             for p in pet.parameters(name):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-        state = pet.state_dict(name)
-        strategy.prefix_sums.append({k: v + strategy.prefix_sums[-1][k] for k, v in state.items()}
-                                    if strategy.prefix_sums else state)
+        if ema_mode == "per_block_forward":  # the running sums its pulls read
+            state = pet.state_dict(name)
+            strategy.prefix_sums.append({k: v + strategy.prefix_sums[-1][k] for k, v in state.items()}
+                                        if strategy.prefix_sums else state)
     strategy.prototypes = torch.randn(10, model.backbone.num_features, generator=g)
     strategy.class_task = torch.arange(10) % snapshots
     strategy.stats.add(torch.randn(20, model.backbone.num_features, generator=g), torch.arange(20) % 10)
@@ -84,58 +87,77 @@ def mos_with_snapshots(snapshots: int, device: str, ema_mode: str):
     return model, pet, strategy, dev
 
 
+def hide_with_prompts(prompts: int, device: str):
+    from clpeft.config import resolve
+    from clpeft.run import build
+
+    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 1},  # no training: any pool fits
+                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
+                "strategies": {"hide_prompt": {"options": {"pool_size": prompts}}}}
+    _, model, pet, strategy, dev = build(resolve(scenario, strategy="hide_prompt", device=device))
+    model.head.grow(10)
+    strategy.router.class_task[:] = torch.arange(10) % prompts   # routes over every prompt
+    strategy.centroids.fitted[0] = True
+    model.to(dev)
+    model.eval()
+    return model, strategy.pool.pet, strategy, dev
+
+
+def timed(model, pet, strategy, dev, batch: int, rounds: int, batched: bool = False) -> dict:
+    """Median seconds of one frozen forward, one prediction (and the batched multi-pass features), interleaved."""
+    x = torch.rand(batch, 1, 28, 28, device=dev)
+
+    @torch.no_grad()
+    def frozen():
+        with pet.using(None):
+            model.features(x)
+
+    @torch.no_grad()
+    def predict():
+        strategy.predict(x)
+
+    @torch.no_grad()
+    def multipass_batched():
+        strategy.passes(model.adapter(x), strategy.names, batched=True)
+
+    runs = {"frozen": frozen, "predict": predict, **({"batched": multipass_batched} if batched else {})}
+    return interleaved(runs, rounds, dev)[0]
+
+
 def main():
     args = batch_parser().parse_args()
     print(f"{torch.get_num_threads()} threads, device {args.device}, batch {args.batch}, vit_tiny_fmnist_scratch 28 px, "
           "AdaptFormer (bottleneck 16) in every block; each bank timed interleaved with one frozen forward")
     for adapters in BANK_SIZES:
         model, pet, strategy, dev = ease_with_adapters(adapters, args.device)
-        x = torch.rand(args.batch, 1, 28, 28, device=dev)
-
-        @torch.no_grad()
-        def frozen():
-            with pet.using(None):
-                model.features(x)
-
-        @torch.no_grad()
-        def predict():
-            strategy.predict(x)
-
-        @torch.no_grad()
-        def batched():
-            strategy.passes(model.adapter(x), strategy.names, batched=True)
-
-        medians, _ = interleaved({"frozen": frozen, "predict": predict, "batched": batched}, args.rounds, dev)
+        medians = timed(model, pet, strategy, dev, args.batch, args.rounds, batched=True)
         stored = sum(pet.num_parameters(n) for n in strategy.names) * 4 + strategy.protos.prototypes.numel() * 4
         print(f"ease: {adapters:2d} adapters: {adapters:2d} passes per test sample, predict "
               f"{medians['predict'] * 1e3:7.1f} ms ({medians['predict'] / medians['frozen']:5.1f}× one frozen forward), "
               f"features batched through the adapter mixture {medians['batched'] * 1e3:7.1f} ms "
               f"({medians['batched'] / medians['frozen']:5.1f}×), stored state {stored / 1e6:.2f} MB", flush=True)
     for snapshots in BANK_SIZES:
-        timed, stored = {}, {}
+        ratio, stored = {}, {}
         for mode in ("per_block_forward", "per_step"):
             model, pet, strategy, dev = mos_with_snapshots(snapshots, args.device, mode)
-            x = torch.rand(args.batch, 1, 28, 28, device=dev)
-
-            @torch.no_grad()
-            def frozen():
-                with pet.using(None):
-                    model.features(x)
-
-            @torch.no_grad()
-            def predict():
-                strategy.predict(x)
-
-            medians, _ = interleaved({"frozen": frozen, "predict": predict}, args.rounds, dev)
-            timed[mode] = medians["predict"] / medians["frozen"], medians["predict"]
+            medians = timed(model, pet, strategy, dev, args.batch, args.rounds)
+            ratio[mode] = medians["predict"] / medians["frozen"], medians["predict"]
             sums = sum(v.numel() for s_ in strategy.prefix_sums for v in s_.values())
             stored[mode] = 4 * (sum(pet.num_parameters(n) for n in pet.names) + sums + strategy.prototypes.numel())
         covariances = strategy.stats.second.numel() * 8
         print(f"mos:  {snapshots:2d} snapshots: {snapshots:2d} passes per test sample, predict "
-              f"{timed['per_block_forward'][1] * 1e3:7.1f} ms ({timed['per_block_forward'][0]:5.1f}× one frozen forward) "
-              f"with the official per-forward pulls, {timed['per_step'][1] * 1e3:7.1f} ms ({timed['per_step'][0]:5.1f}×) "
+              f"{ratio['per_block_forward'][1] * 1e3:7.1f} ms ({ratio['per_block_forward'][0]:5.1f}× one frozen forward) "
+              f"with the official per-forward pulls, {ratio['per_step'][1] * 1e3:7.1f} ms ({ratio['per_step'][0]:5.1f}×) "
               f"without; stored adapters and sums {stored['per_block_forward'] / 1e6:.2f} MB "
               f"({stored['per_step'] / 1e6:.2f} MB per_step), class covariances {covariances / 1e6:.2f} MB", flush=True)
+    for prompts in BANK_SIZES:
+        model, pool_pet, strategy, dev = hide_with_prompts(prompts, args.device)
+        medians = timed(model, pool_pet, strategy, dev, args.batch, args.rounds)
+        stored = 4 * (sum(pool_pet.num_parameters(n) for n in pool_pet.names) +
+                      sum(p.numel() for p in strategy.router.parameters()))
+        print(f"hide: {prompts:2d} prompts: 2 passes per test sample, predict {medians['predict'] * 1e3:7.1f} ms "
+              f"({medians['predict'] / medians['frozen']:5.1f}× one frozen forward), stored prompts and router "
+              f"{stored / 1e6:.2f} MB", flush=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,14 @@ def check_uniform_init(method: str, low: float, high: float) -> None:
                           f"be > options.init_low (got {low}, {high}); e.g. --option init_low=0 --option init_high=1")
 
 
+def check_prompt_per_experience(method: str, pool_size: int | None, experience_sizes: list[int] | None) -> None:
+    """Methods that train one prompt per experience refuse, before anything is built, a pool smaller than the stream."""
+    if experience_sizes and pool_size is not None and len(experience_sizes) > pool_size:
+        raise ClpeftError(f"{method} trains one prompt per experience: {len(experience_sizes)} experiences need "
+                          f"options.pool_size ≥ {len(experience_sizes)} (got {pool_size}); e.g. "
+                          f"--option pool_size={len(experience_sizes)}")
+
+
 class PromptPool(nn.Module):
     def __init__(self, backbone: nn.Module, size: int, length: int, blocks: list[int], key_dim: int,
                  attention: bool = False, init: tuple[float, float] = (0.0, 1.0), keys: bool = True):

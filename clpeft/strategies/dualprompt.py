@@ -23,7 +23,7 @@ import torch
 
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.prediction import Prediction
-from clpeft.pet.pool import PromptPool, check_uniform_init
+from clpeft.pet.pool import PromptPool, check_prompt_per_experience, check_uniform_init
 from clpeft.strategies.base import CLStrategy, register
 from clpeft.utils.typed import option
 
@@ -55,10 +55,7 @@ class DualPrompt(CLStrategy):
     @classmethod
     def check_run(cls, options, settings, experience_sizes) -> list[int]:
         skipped = super().check_run(options, settings, experience_sizes)
-        if experience_sizes and options.pool_size is not None and len(experience_sizes) > options.pool_size:
-            raise ClpeftError(f"dualprompt trains one E-prompt per experience: {len(experience_sizes)} experiences "
-                              f"need options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size}); e.g. "
-                              f"--option pool_size={len(experience_sizes)}")
+        check_prompt_per_experience("dualprompt", options.pool_size, experience_sizes)
         return skipped
 
     def pool_size(self) -> int:

@@ -34,7 +34,7 @@ from clpeft.losses import prototype_contrastive
 from clpeft.models.head_alignment import CentroidSampler, ClassCentroids, align_head
 from clpeft.models.heads import UNSEEN_LOGIT
 from clpeft.models.task_router import TaskRouter
-from clpeft.pet.pool import PromptPool, check_uniform_init
+from clpeft.pet.pool import PromptPool, check_prompt_per_experience, check_uniform_init
 from clpeft.strategies.base import CLStrategy, Phase, register
 from clpeft.utils.typed import check_milestones, option
 
@@ -86,10 +86,7 @@ class HiDePrompt(CLStrategy):
     @classmethod
     def check_run(cls, options, settings, experience_sizes) -> list[int]:
         skipped = super().check_run(options, settings, experience_sizes)
-        if experience_sizes and options.pool_size is not None and len(experience_sizes) > options.pool_size:
-            raise ClpeftError(f"hide_prompt trains one prompt per experience: {len(experience_sizes)} experiences need "
-                              f"options.pool_size ≥ {len(experience_sizes)} (got {options.pool_size}); e.g. "
-                              f"--option pool_size={len(experience_sizes)}")
+        check_prompt_per_experience("hide_prompt", options.pool_size, experience_sizes)
         return skipped
 
     def setup(self):
@@ -176,10 +173,9 @@ class HiDePrompt(CLStrategy):
         data, seed = self.experience_data, self.seed * 1000 + t
         frozen, y = self.extract_features(data, features=self.frozen_features)
         self.router_centroids.fit(frozen, y, seed)
-        index = lambda x: torch.full((x.shape[0], 1), t, dtype=torch.long, device=x.device)  # noqa: E731
 
-        def instructed(x):
-            with self.pool.concatenated(index(x)):
+        def instructed(x):  # features under prompt t alone
+            with self.pool.concatenated(torch.full((x.shape[0], 1), t, dtype=torch.long, device=x.device)):
                 return self.model.features(x)
 
         features, y = self.extract_features(data, features=instructed)

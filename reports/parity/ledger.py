@@ -118,6 +118,13 @@ def rows():
         ("mos", "MOS (end to end, lr 0.01, 5 epochs)", "mos.md"),
         ("mos_lr", "MOS (end to end, lr 0.03, 10 epochs)", "mos.md"),
         ("hide", "HiDe-Prompt (end to end, both programs)", "hide_prompt.md")) if has_runs(row[0])]
+    if has_runs("hide") and has_runs("hide_permute"):  # the official code with its prompt layout fixed, vs clpeft's
+        fixed = [x["final_accuracy"] for x in load("hide_permute_runs.json")["runs"]]
+        ours = [x["final_accuracy"] for x in load("hide_runs.json")["runs"] if x["side"] == "clpeft"]
+        d = 100 * (statistics.mean(ours) - statistics.mean(fixed))
+        out.append(("HiDe-Prompt, official prompt layout permuted (each sample its own prompt)",
+                    load("hide_permute_runs.json")["official"], f"{len(fixed)} / {len(ours)}", mean_std(fixed),
+                    mean_std(ours), f"{d:+.1f}", status(d, None), "hide_prompt.md"))
     if (HERE / "mos_trace.json").exists():
         trace = load("mos_trace.json")
         worst = max(e["adapter_gap"] for e in trace["events"])

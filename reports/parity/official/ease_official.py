@@ -12,7 +12,6 @@ task, no PTM branch) with the epochs, learning rate, batch and bottleneck given 
 import argparse
 import random
 import sys
-import types
 from functools import partial
 
 import numpy as np
@@ -31,15 +30,11 @@ args = p.parse_args()
 torch.set_num_threads(args.threads)
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from shared_digits import keep_cuda_on_cpu  # noqa: E402
+from shared_digits import keep_cuda_on_cpu, pilot_compat  # noqa: E402
 
 keep_cuda_on_cpu()
-easydict = types.ModuleType("easydict")
-easydict.EasyDict = type("EasyDict", (dict,), {"__getattr__": dict.__getitem__})
-sys.modules["easydict"] = easydict
+easydict = pilot_compat()
 
-import timm.layers  # noqa: E402
-sys.modules.setdefault("timm.models.layers", timm.layers)
 sys.path.insert(0, "/tmp/ease")
 from backbone import linears, vit_ease  # noqa: E402
 from models import ease as official  # noqa: E402

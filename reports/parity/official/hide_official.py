@@ -54,9 +54,9 @@ torch.distributed.init_process_group("gloo", rank=0, world_size=1)
 if args.layout == "permute":  # each sample its own prompt: permute [layers, 2, B, …] to [layers, B, 2, …] first
     import peft.prompt.hide_prompt as hp
     src = open(hp.__file__).read()
-    bad = "batched_prompt = batched_prompt_raw.reshape("
-    assert src.count(bad) == 3, "the official reshape lines moved"
-    src = src.replace(bad, "batched_prompt = batched_prompt_raw.permute(0, 2, 1, 3, 4, 5, 6).reshape(", 3)
+    bad = "batched_prompt = batched_prompt_raw.reshape(\n                        num_layers, batch_size, dual,"
+    assert src.count(bad) == 3, "the official prefix reshapes moved"  # the three prefix branches, not the prompt ones
+    src = src.replace(bad, bad.replace(".reshape(", ".permute(0, 2, 1, 3, 4, 5, 6).reshape("))
     exec(compile(src, hp.__file__, "exec"), hp.__dict__)
 
 import utils as official_utils  # noqa: E402
@@ -152,7 +152,6 @@ def seeded():
 
 
 out_dir = f"/tmp/parity_hide_work/{args.layout}_s{args.seed}"
-import engines.hide_tii_engine as tii_engine  # noqa: E402
 import engines.hide_promtp_wtp_and_tap_engine as wtp_engine  # noqa: E402
 import trainers.hideprompt_trainer as wtp_trainer  # noqa: E402
 import trainers.tii_trainer as tii_trainer  # noqa: E402

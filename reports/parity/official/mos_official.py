@@ -17,7 +17,6 @@ import json
 import os
 import random
 import sys
-import types
 from functools import partial
 
 import numpy as np
@@ -38,15 +37,11 @@ torch.set_num_threads(args.threads)
 os.environ.setdefault("TQDM_DISABLE", "1")  # the learner's progress bars
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from shared_digits import keep_cuda_on_cpu, split_qkv_state  # noqa: E402
+from shared_digits import keep_cuda_on_cpu, pilot_compat, split_qkv_state  # noqa: E402
 
 keep_cuda_on_cpu()
-easydict = types.ModuleType("easydict")
-easydict.EasyDict = type("EasyDict", (dict,), {"__getattr__": dict.__getitem__})
-sys.modules["easydict"] = easydict
+easydict = pilot_compat()
 
-import timm.layers  # noqa: E402
-sys.modules.setdefault("timm.models.layers", timm.layers)
 sys.path.insert(0, os.environ.get("MOS_OFFICIAL", "/tmp/mos"))
 from backbone import vit_mos  # noqa: E402
 from models import mos as official  # noqa: E402

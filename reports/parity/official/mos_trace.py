@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import types
 from functools import partial
 
 import torch
@@ -36,14 +35,10 @@ torch.set_num_threads(1)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from shared_digits import keep_cuda_on_cpu, split_qkv_state  # noqa: E402
+from shared_digits import keep_cuda_on_cpu, pilot_compat, split_qkv_state  # noqa: E402
 
 keep_cuda_on_cpu()
-easydict = types.ModuleType("easydict")
-easydict.EasyDict = type("EasyDict", (dict,), {"__getattr__": dict.__getitem__})
-sys.modules["easydict"] = easydict
-import timm.layers  # noqa: E402
-sys.modules.setdefault("timm.models.layers", timm.layers)
+easydict = pilot_compat()
 sys.path.insert(0, os.environ.get("MOS_OFFICIAL", "/tmp/mos"))
 from backbone import vit_mos  # noqa: E402
 

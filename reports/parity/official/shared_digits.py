@@ -53,3 +53,18 @@ def keep_cuda_on_cpu() -> None:
     torch.Tensor.to = to_cpu
     torch.Tensor.cuda = lambda self, *a, **k: self
     nn.Module.cuda = lambda self, *a, **k: self
+
+
+def pilot_compat():
+    """What the PILOT-lineage official codes (EASE, MOS) import that this environment lacks or moved: ``easydict``
+    (a dict with attribute access) and ``timm.models.layers`` (now ``timm.layers``). Returns the easydict module."""
+    import sys
+    import types
+
+    easydict = types.ModuleType("easydict")
+    easydict.EasyDict = type("EasyDict", (dict,), {"__getattr__": dict.__getitem__})
+    sys.modules["easydict"] = easydict
+    import timm.layers
+
+    sys.modules.setdefault("timm.models.layers", timm.layers)
+    return easydict
