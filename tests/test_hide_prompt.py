@@ -133,3 +133,19 @@ def test_the_prompt_momentum_is_what_the_official_code_applies_after_training(fa
     w = hide._prompt_weights(2)  # the forward's mixture: 0.99 on prompt 2, 0.01/2 on each earlier one
     assert torch.allclose(w, torch.tensor([[0.005, 0.005, 0.99]]))
     assert torch.equal(hide._prompt_weights(0), torch.tensor([[1.0]]))
+
+
+@pytest.mark.parametrize("scenario, epochs, length, reg", [("prompt_pool_cifar100_10t", 50, 10, 0.1),
+                                                           ("prompt_pool_imagenet_r_10t", 150, 40, 0.5)])
+def test_the_official_setting_scenarios_hold_the_training_scripts(scenario, epochs, length, reg):
+    """training_scripts/train_{cifar100,imr}_vit.sh on its configs: rates × 24/256, the router's 20 epochs, its
+    timm 0.6.7 backbone (augreg IN-21k→1k)."""
+    from clpeft.config import load_scenario
+
+    c = resolve(load_scenario(scenario), strategy="hide_prompt")
+    t, o = c.train, c.options
+    assert (t.optimizer, t.epochs, t.grad_clip_norm, t.weight_decay) == ("adam", epochs, 1.0, 0.0)
+    assert (o["length"], o["reg"], o["router_epochs"], o["ca_lr"]) == (length, reg, 20, 0.005)
+    assert [t.lr, o["router_lr"], o["router_ca_lr"]] == pytest.approx([0.03 * 24 / 256, 0.0005 * 24 / 256,
+                                                                       0.005 * 24 / 256], rel=1e-12)
+    assert c.model.backbone == "vit_base_patch16_224.augreg_in21k_ft_in1k" and c.model.head_init_std == 0.02

@@ -143,3 +143,20 @@ def test_mos_runs_snapshots_statistics_and_reports_its_choice_as_task_inference(
     assert results["strategy_summary"]["forward_passes_per_test_sample"] == 3
     assert results["health"]["status"] == "ok"
 
+
+
+@pytest.mark.parametrize("scenario, lr, batch, epochs, wd", [("ptm_cifar100_b0_inc10", 0.03, 48, 20, 5e-4),
+                                                             ("ptm_imagenet_r_b0_inc20", 0.05, 16, 10, 5e-3)])
+def test_the_official_setting_scenarios_hold_mos_exps_configs(scenario, lr, batch, epochs, wd):
+    """exps/mos_cifar_in21k.json and exps/mos_inr_in21k.json: SGD, rate, batch, epochs, weight decay, bottleneck 16,
+    IN-21k weights, [0, 1] inputs, test batches of the training batch."""
+    from clpeft.config import load_scenario
+
+    c = resolve(load_scenario(scenario), strategy="mos")
+    t = c.train
+    assert (t.optimizer, t.lr, t.batch_size, t.eval_batch_size, t.epochs, t.weight_decay, t.schedule) == \
+        ("sgd", lr, batch, batch, epochs, wd, "cosine")
+    assert c.pet_config().bottleneck == 16 and c.model.backbone == "vit_base_patch16_224.augreg_in21k"
+    assert not c.model.normalize and c.model.head_init_std == 0.02
+    assert (c.options["reg"], c.options["adapter_momentum"], c.options["ca_epochs"], c.options["ca_lr"]) == \
+        (0.1, 0.1, 30, 0.005)
