@@ -189,6 +189,19 @@ def test_each_phase_is_judged_against_its_own_start_and_a_uniform_guess():
     assert verdict["status"] == "diverged" and "(weights phase)" in verdict["reasons"][0]
 
 
+def test_a_long_streams_health_reasons_stay_one_short_line_each():
+    """100 experiences at chance, or 100 phases whose loss rose: each reason names five and counts the rest."""
+    learned = [{"experience": e, "accuracy": 0.5, "classes": 2, "samples": 10} for e in range(100)]
+    rising = [{"experience": e, "phase": "train", "epoch": 0, "steps": 2, "loss": 9.0, "first_step_loss": 0.7,
+               "classes": 2} for e in range(100)]
+    verdict = assess_health(0.001, 200, 1000, rising, learned=learned)
+    assert verdict["status"] == "diverged" and len(verdict["reasons"]) == 5 + 1 + 2
+    assert verdict["reasons"][5] == "… and in 95 more phases"
+    chance = next(r for r in verdict["reasons"] if r.startswith("right after"))
+    assert "experiences 0 (50.0 % on 2 classes)" in chance and "4 (50.0 %" in chance and "5 (50.0 %" not in chance
+    assert "and 95 more (100 of 100)" in chance and len(chance) < 300
+
+
 def test_an_experience_at_chance_on_its_own_classes_right_after_learning_is_not_learned():
     fine = [{"experience": 0, "phase": "train", "epoch": 0, "steps": 9, "loss": 0.4, "first_step_loss": 0.7,
              "classes": 2}]

@@ -158,3 +158,19 @@ def test_dirichlet_order_sits_between_grouped_and_iid():
     assert grouped < classes_per_batch("dirichlet", 0.1) < classes_per_batch("dirichlet", 100.0) <= iid + 0.5
     with pytest.raises(ClpeftError, match="dirichlet_alpha"):
         list(make_stream(StreamConfig(dataset="digits", dirichlet_alpha=0.0)).eval_batches(32, 0, "dirichlet"))
+
+
+def test_the_synthetic_data_set_is_fixed_content_and_makes_a_100_experience_stream():
+    from clpeft.config import load_scenario, resolve
+    from clpeft.streams.datasets import load_synthetic
+    from clpeft.streams.stream import make_stream
+
+    train, test, spec = load_synthetic()
+    again, _, _ = load_synthetic()
+    assert torch.equal(train.images, again.images) and train.targets == again.targets  # a data set, not a draw
+    assert (len(train), len(test), spec.channels, spec.size) == (4000, 1000, 1, 28)
+    assert train.images.min() >= 0 and train.images.max() <= 1
+    means = torch.stack([train.images[torch.tensor(train.targets) == c].mean(0) for c in (0, 1)])
+    assert (means[0] - means[1]).abs().mean() > 0.1  # classes differ: something to learn
+    stream = make_stream(resolve(load_scenario("long_synthetic"), strategy="finetune").stream, seed=0)
+    assert stream.n_experiences == 100 and all(b - a == 2 for a, b in stream.class_ranges)

@@ -59,6 +59,9 @@ class RunResult:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
 
 
+LISTED = 5  # experiences (or phases) a health reason names before it counts the rest
+
+
 def chance_threshold(num_classes: int, n_test: int) -> float:
     """Accuracy at or below which a run did not beat guessing: chance + 2 standard errors."""
     p = 1.0 / max(num_classes, 1)
@@ -84,23 +87,27 @@ def assess_health(final_accuracy: float, num_classes: int, n_test: int, training
     phases: dict = {}
     for entry in training:
         phases.setdefault((entry["experience"], entry["phase"]), []).append(entry)
-    fell = False
+    fell, rose = False, []
     for (experience, phase), entries in sorted(phases.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         start, end = entries[0].get("first_step_loss"), entries[-1]["loss"]
         if start is None or not math.isfinite(end):
             continue
         guess = math.log(entries[0]["classes"]) if entries[0].get("classes", 0) >= 2 else 0.0
         if start > 0 and end > LOSS_RISE * start and end > guess:
-            reasons.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)"
-                           + (f", above the {guess:.3g} of a uniform guess" if guess else ""))
+            rose.append(f"the loss rose from {start:.3g} to {end:.3g} in experience {experience} ({phase} phase)"
+                        + (f", above the {guess:.3g} of a uniform guess" if guess else ""))
             status = "diverged"
         if end < LOSS_FALL * start:
             fell = True
+    reasons += rose[:LISTED] + ([f"… and in {len(rose) - LISTED} more phases"] if len(rose) > LISTED else [])
     flat = "" if fell or not phases else " and no training phase lowered its loss"
     missed = [e for e in learned or [] if e["classes"] >= 2 and math.isfinite(e["accuracy"])
               and e["accuracy"] <= chance_threshold(e["classes"], e["samples"])]
     if missed:
-        listed = ", ".join(f"{e['experience']} ({100 * e['accuracy']:.1f} % on {e['classes']} classes)" for e in missed)
+        listed = ", ".join(f"{e['experience']} ({100 * e['accuracy']:.1f} % on {e['classes']} classes)"
+                           for e in missed[:LISTED])
+        if len(missed) > LISTED:  # a long stream's message stays one readable line
+            listed += f" and {len(missed) - LISTED} more ({len(missed)} of {len(learned)})"
         reasons.append(f"right after it was learned, experience{'s' if len(missed) > 1 else ''} {listed} "
                        f"scored at chance on {'their' if len(missed) > 1 else 'its'} own classes{flat}")
         flat = ""

