@@ -82,13 +82,33 @@ def measure(method: str, experiences: int, device: str, out: Path) -> dict:
     return record
 
 
+def table(folder: Path, experiences: int) -> str:
+    """A markdown table from the JSON files in ``folder``: each method at 1, 10, 50 and ``experiences``."""
+    marks = [m for m in (1, 10, 50, experiences) if m <= experiences]
+    lines = ["| method | status | " + " | ".join(f"state MB @{m}" for m in marks) + " | peak RSS MB @" + str(marks[-1])
+             + " | train ms/step @1 → @" + str(marks[-1]) + " | eval ms/sample @1 → @" + str(marks[-1]) + " | run s |",
+             "|---" * (len(marks) + 6) + "|"]
+    for path in sorted(folder.glob(f"*_{experiences}.json")):
+        r = json.loads(path.read_text())
+        rows = {row["experience"] + 1: row for row in r["rows"]}
+        first, last = rows[1], rows[marks[-1]]
+        lines.append(f"| {r['method']} | {r['status']} | " + " | ".join(f"{rows[m]['state_bytes'] / 1e6:.2f}" for m in marks)
+                     + f" | {last['peak_memory_mb']:.0f} | {first['train_ms_per_step']:.0f} → {last['train_ms_per_step']:.0f}"
+                     + f" | {first['eval_ms_per_sample']:.2f} → {last['eval_ms_per_sample']:.2f} | {r['wall_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", action="store_true", help="print the markdown table of the JSON files in --out and stop")
     p.add_argument("--methods", nargs="+", default=["inflora", "sd_lora", "jare", "hide_prompt", "finetune"])
     p.add_argument("--experiences", type=int, default=100)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="reports/long_streams")
     args = p.parse_args()
+    if args.table:
+        print(table(Path(args.out), args.experiences))
+        return
     if len(args.methods) > 1:  # one process per method: peak memory is a process's
         print(f"{torch.get_num_threads()} threads, device {args.device}, long_synthetic with {args.experiences} "
               "experiences", flush=True)
