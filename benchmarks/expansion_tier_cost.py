@@ -27,23 +27,32 @@ ADAPTFORMER = {"blocks": None, "position": "mlp_residual", "bottleneck": 16, "ac
                "scale": 0.1}
 
 
-def ease_with_adapters(adapters: int, device: str):
+def untrained(method: str, entry: dict, device: str, n_experiences: int = 5):
+    """(model, pet, strategy, device): ``method`` with its scenario ``entry`` on the random tiny ViT at digits'
+    shapes, built and never trained, its head grown to the 10 classes."""
     from clpeft.config import resolve
     from clpeft.run import build
 
-    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 5},
-                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
-                "strategies": {"ease": {"pet": "adapter", "pet_settings": ADAPTFORMER}}}
-    _, model, pet, strategy, dev = build(resolve(scenario, strategy="ease", device=device))
-    strategy.setup()
+    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": n_experiences},
+                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False}, "strategies": {method: entry}}
+    _, model, pet, strategy, dev = build(resolve(scenario, strategy=method, device=device))
     model.head.grow(10)
+    return model, pet, strategy, dev
+
+
+@torch.no_grad()
+def randomise(pet, name: str, generator: torch.Generator) -> None:
+    for p in pet.parameters(name):
+        p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+
+
+def ease_with_adapters(adapters: int, device: str):
+    model, pet, strategy, dev = untrained("ease", {"pet": "adapter", "pet_settings": ADAPTFORMER}, device)
     g = torch.Generator().manual_seed(0)
     for e in range(adapters):  # the bank is filled here, not by a stream
         name = strategy.add_pet_instance(f"e{e}")
         strategy.names.append(name)
-        with torch.no_grad():
-            for p in pet.parameters(name):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        randomise(pet, name, g)
         k = strategy.protos.add_instance()
         strategy.protos.fill(k, torch.arange(10), torch.randn(10, model.backbone.num_features, generator=g),
                              home=False)
@@ -56,23 +65,15 @@ def ease_with_adapters(adapters: int, device: str):
 
 
 def mos_with_snapshots(snapshots: int, device: str, ema_mode: str):
-    from clpeft.config import resolve
-    from clpeft.run import build
-
-    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 5},
-                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
-                "strategies": {"mos": {"pet": "adapter", "pet_settings": ADAPTFORMER, "options": {"ema_mode": ema_mode}}}}
-    _, model, pet, strategy, dev = build(resolve(scenario, strategy="mos", device=device))
-    model.head.grow(10)
+    model, pet, strategy, dev = untrained(
+        "mos", {"pet": "adapter", "pet_settings": ADAPTFORMER, "options": {"ema_mode": ema_mode}}, device)
     g = torch.Generator().manual_seed(0)
     strategy.add_pet_instance("current")
     for e in range(snapshots):  # the snapshots are made here, not by a stream
         name = f"e{e}"
         pet.add(name)
         strategy.names.append(name)
-        with torch.no_grad():
-            for p in pet.parameters(name):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+        randomise(pet, name, g)
         if ema_mode == "per_block_forward":  # the running sums its pulls read
             state = pet.state_dict(name)
             strategy.prefix_sums.append({k: v + strategy.prefix_sums[-1][k] for k, v in state.items()}
@@ -88,14 +89,8 @@ def mos_with_snapshots(snapshots: int, device: str, ema_mode: str):
 
 
 def hide_with_prompts(prompts: int, device: str):
-    from clpeft.config import resolve
-    from clpeft.run import build
-
-    scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 1},  # no training: any pool fits
-                "model": {"backbone": "vit_tiny_fmnist_scratch", "pretrained": False},
-                "strategies": {"hide_prompt": {"options": {"pool_size": prompts}}}}
-    _, model, pet, strategy, dev = build(resolve(scenario, strategy="hide_prompt", device=device))
-    model.head.grow(10)
+    model, _, strategy, dev = untrained("hide_prompt", {"options": {"pool_size": prompts}}, device,
+                                        n_experiences=1)  # no training: any pool fits
     strategy.router.class_task[:] = torch.arange(10) % prompts   # routes over every prompt
     strategy.centroids.fitted[0] = True
     model.to(dev)

@@ -11,6 +11,7 @@ each epoch's samples and stepping through minibatches. Every random draw comes f
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Callable, Sequence
 
 import torch
@@ -95,6 +96,19 @@ class CentroidSampler:
         return x, y
 
 
+@contextmanager
+def _trainable(params: list):
+    """``params`` take gradients inside the block; each gets its own ``requires_grad`` back after it."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
 def align_head(head: Callable[[torch.Tensor], torch.Tensor], params: list, sampler, *, epochs: int, lr: float,
                samples_per_class: int, batch_size: int, generator: torch.Generator, momentum: float = 0.9,
                weight_decay: float = 0.0, logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -103,24 +117,26 @@ def align_head(head: Callable[[torch.Tensor], torch.Tensor], params: list, sampl
     of every class, shuffled, in minibatches of ``batch_size``; cross-entropy on ``logits(head(x))`` (default: the
     head's output) against the sampled classes; SGD with momentum and weight decay, cosine over ``epochs``.
     ``steps``: minibatches per epoch (default: all; fewer leaves the rest of the shuffled samples unused, as
-    HiDe-Prompt's code steps once per earlier class). Returns each epoch's mean loss."""
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    losses = []
-    for _ in range(epochs):
-        x, y = sampler.sample(samples_per_class, generator)
-        order = torch.randperm(len(y), generator=generator)
-        x, y = x[order].to(device), y[order].to(device)
-        total, n_steps = 0.0, math.ceil(len(y) / batch_size)
-        n_steps = min(n_steps, steps) if steps is not None else n_steps
-        for i in range(n_steps):
-            xb, yb = x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]
-            out = head(xb)
-            loss = F.cross_entropy(logits(out) if logits is not None else out, yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        scheduler.step()
-        losses.append(total / max(n_steps, 1))
-    return losses
+    HiDe-Prompt's code steps once per earlier class). ``params`` train whatever their ``requires_grad``; each
+    keeps its flag afterwards. Returns each epoch's mean loss."""
+    with _trainable(params):
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+        losses = []
+        for _ in range(epochs):
+            x, y = sampler.sample(samples_per_class, generator)
+            order = torch.randperm(len(y), generator=generator)
+            x, y = x[order].to(device), y[order].to(device)
+            total, n_steps = 0.0, math.ceil(len(y) / batch_size)
+            n_steps = min(n_steps, steps) if steps is not None else n_steps
+            for i in range(n_steps):
+                xb, yb = x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size]
+                out = head(xb)
+                loss = F.cross_entropy(logits(out) if logits is not None else out, yb)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach())
+            scheduler.step()
+            losses.append(total / max(n_steps, 1))
+        return losses

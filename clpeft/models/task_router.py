@@ -38,8 +38,12 @@ class TaskRouter(nn.Module):
     def learn_classes(self, classes: range, experience: int) -> None:
         self.class_task[classes.start:classes.stop] = experience
 
+    def experience_of(self, logits: torch.Tensor, seen: int) -> torch.Tensor:
+        """[B]: the experience of each sample's most likely class among the ``seen`` ones, from the router's logits."""
+        return self.class_task[logits[:, :seen].argmax(1)]
+
     @torch.no_grad()
     def route(self, features: torch.Tensor, seen: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(experience [B], class [B]): the experience of each sample's most likely class among the ``seen`` ones."""
-        cls = self(features)[:, :seen].argmax(1)
-        return self.class_task[cls], cls
+        """(experience [B], class [B]) of ``features``."""
+        logits = self(features)
+        return self.experience_of(logits, seen), logits[:, :seen].argmax(1)

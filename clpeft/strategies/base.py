@@ -336,6 +336,11 @@ class CLStrategy(Engine):
         of the head when the loss covers only the current classes, or old rows must stay as they are."""
         return [p for chunk in self.model.head.chunks[-1:] for p in chunk.parameters()]
 
+    def split_head(self, params: list[nn.Parameter]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(``params`` outside the head, the head's), in order: for methods that train the head at a rate of its own."""
+        head = {id(p) for p in self.model.head.parameters()}
+        return [p for p in params if id(p) not in head], [p for p in params if id(p) in head]
+
     def body_parameters(self) -> list[nn.Parameter]:
         """What trains below the head: the PET's parameters with a PET, else every backbone weight."""
         return list(self.pet.parameters()) if self.pet is not None else list(self.model.backbone.parameters())

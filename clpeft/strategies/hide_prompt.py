@@ -97,10 +97,10 @@ class HiDePrompt(CLStrategy):
                               "options.pool_size")
         self.pool = PromptPool(net, size, o.length, o.e_blocks, net.num_features, init=(o.init_low, o.init_high),
                                keys=False)
-        self.router = TaskRouter(net.num_features, self.model.head.num_classes, o.router_ratio).to(self.device)
+        dim, classes = net.num_features, self.model.head.num_classes
+        self.router = TaskRouter(dim, classes, o.router_ratio).to(self.device)
         self.model.extras["hide_prompts"] = self.pool
         self.model.extras["hide_router"] = self.router
-        dim, classes = net.num_features, self.model.head.num_classes
         self.centroids = ClassCentroids(dim, classes, o.centroids)          # instructed features (WTP)
         self.router_centroids = ClassCentroids(dim, classes, o.centroids)   # frozen features (TII)
         self._features = None
@@ -126,18 +126,15 @@ class HiDePrompt(CLStrategy):
         router = list(self.router.parameters())
         prompts = self.pool.prompt_parameters(self.experience_index, self.experience_index + 1) + list(
             self.model.head.parameters())
-        phase = getattr(self, "phase", None)
-        if phase is None:
+        if self.phase is None:
             return router + prompts
-        return router if phase.name == "router" else prompts
+        return router if self.phase.name == "router" else prompts
 
     def optimizer_groups(self, params):
-        head = {id(p) for p in self.model.head.parameters()}
-        rest = [p for p in params if id(p) not in head]
-        heads = [p for p in params if id(p) in head]
-        if not heads:
+        rest, head = self.split_head(params)
+        if not head:  # the router's phase
             return [{"params": rest}]
-        return [{"params": rest}, {"params": heads, "lr": self.settings.lr * self.options.head_lr_scale}]
+        return [{"params": rest}, {"params": head, "lr": self.settings.lr * self.options.head_lr_scale}]
 
     def make_scheduler(self, optimizer, phase):
         if phase.name == "train" and self.options.milestones:
@@ -190,29 +187,22 @@ class HiDePrompt(CLStrategy):
         centroids, one minibatch per earlier class per epoch."""
         o = self.options
         n = o.ca_samples or self.settings.batch_size
-        params = list(module.parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(True)
         with self.eval_mode():
-            align_head(module, params, CentroidSampler(centroids, range(seen)), epochs=o.ca_epochs, lr=lr,
+            align_head(module, list(module.parameters()), CentroidSampler(centroids, range(seen)), epochs=o.ca_epochs, lr=lr,
                        samples_per_class=n, batch_size=n, generator=self.generator(offset),
                        weight_decay=o.ca_weight_decay, logits=lambda out: out[:, :seen],
                        device=self.device, steps=n_old)
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
 
     # ------------------------------------------------------------------ evaluation
     def predict(self, x: torch.Tensor) -> Prediction:
         seen = self.model.head.num_seen
         if seen == 0 or not self.centroids.fitted.any():
             return super().predict(x)
-        q = self.frozen_features(x)
-        task, _ = self.router.route(q, seen)
+        router = self.router(self.frozen_features(x))
+        task = self.router.experience_of(router, seen)
         with self.pool.concatenated(task.unsqueeze(1)), self.autocast():
             features = self.model.features(x)
             logits = self.model.head(features)
-        router = self.router(q)
         router[:, seen:] = UNSEEN_LOGIT
         return Prediction(logits=logits, features=features, task=task, views={"task-identity router": router})
 

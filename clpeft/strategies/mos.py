@@ -136,9 +136,8 @@ class MOS(CLStrategy):
         return self.pet.parameters(CURRENT) + list(self.model.head.parameters()) if CURRENT in self.pet.names else []
 
     def optimizer_groups(self, params):
-        head = {id(p) for p in self.model.head.parameters()}
-        return [{"params": [p for p in params if id(p) not in head]},
-                {"params": [p for p in params if id(p) in head], "lr": self.settings.lr * self.options.head_lr_scale}]
+        body, head = self.split_head(params)
+        return [{"params": body}, {"params": head, "lr": self.settings.lr * self.options.head_lr_scale}]
 
     def training_logits(self, x):
         with self.autocast():
@@ -194,17 +193,11 @@ class MOS(CLStrategy):
     def align(self) -> None:
         o, seen = self.options, self.model.head.num_seen
         n = o.ca_samples or 5 * self.settings.batch_size
-        params = list(self.model.head.parameters())
-        trainable = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(True)
         with self.eval_mode():
-            align_head(self.model.head, params, GaussianSampler(self.stats, range(seen), o.covariance_ridge),
+            align_head(self.model.head, list(self.model.head.parameters()), GaussianSampler(self.stats, range(seen), o.covariance_ridge),
                        epochs=o.ca_epochs, lr=o.ca_lr, samples_per_class=n, batch_size=n,
                        generator=self.generator(600 + self.experience_index),
                        weight_decay=self.settings.weight_decay, logits=lambda out: out[:, :seen], device=self.device)
-        for p, flag in zip(params, trainable):
-            p.requires_grad_(flag)
 
     # ------------------------------------------------------------------ evaluation
     def _around(self, name: str):

@@ -69,10 +69,9 @@ class SLCA(CLStrategy):
         return body + head
 
     def optimizer_groups(self, params):
-        head = {id(p) for p in self.model.head.parameters()}
+        body, head = self.split_head(params)
         lr = self.settings.lr
-        return [{"params": [p for p in params if id(p) not in head], "lr": lr * self.options.backbone_lr_scale},
-                {"params": [p for p in params if id(p) in head], "lr": lr}]
+        return [{"params": body, "lr": lr * self.options.backbone_lr_scale}, {"params": head, "lr": lr}]
 
     def make_scheduler(self, optimizer, phase):
         if self.options.milestones:
@@ -105,8 +104,6 @@ class SLCA(CLStrategy):
             return logits / norms.mean(1, keepdim=True) / o.ca_tau
 
         params = list(self.model.head.parameters())
-        for p in params:
-            p.requires_grad_(True)
         with self.eval_mode():
             align_head(self.model.head, params, sampler, epochs=o.ca_epochs, lr=o.ca_lr, samples_per_class=o.ca_samples,
                        batch_size=o.ca_samples, generator=self.generator(500 + T), weight_decay=o.ca_weight_decay,

@@ -112,9 +112,9 @@ def load_digits(**_) -> tuple[Dataset, Dataset, InputSpec]:
 
 def load_synthetic(**_) -> tuple[Dataset, Dataset, InputSpec]:
     """Seeded synthetic images for long streams and cost checks: 200 classes of 20 training and 5 test images each,
-    28×28 pixels of one channel (the bundled ViT's input; 15 MB in memory). Class c's images are its own smooth random pattern (4×4 upsampled)
-    plus noise, so a classifier can learn them; the content is the same on every machine and for every run seed
-    (it is a data set, not a draw), and 200 classes give 100 experiences of 2 classes."""
+    28×28 pixels of one channel (the bundled ViT's input; 15 MB in memory). Class c's images are its own smooth
+    random pattern (4×4 upsampled) plus noise, so a classifier can learn them; the content is the same on every
+    machine and for every run seed (it is a data set, not a draw), and 200 classes give 100 experiences of 2."""
     size = 28
     g = torch.Generator().manual_seed(20261206)
     patterns = torch.nn.functional.interpolate(torch.rand(200, 1, 4, 4, generator=g), size=(size, size),
