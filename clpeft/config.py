@@ -40,7 +40,8 @@ SCENARIO_KEYS = {"name", "description", "imports", "stream", "model", "train", "
 PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings", "provenance")
 #: settings added after runs were recorded: left out of the config hash while they hold these values, so the run ids
 #: of earlier runs stay what they were
-LATER_DEFAULTS = {("stream", "validation_fraction"): 0.0, ("provenance",): None}
+LATER_DEFAULTS = {("stream", "validation_fraction"): 0.0, ("provenance",): None, ("train", "bank_budget"): None,
+                  ("stream", "eval_unseen"): True}
 OVERRIDE_SECTIONS = ("train", "model", "stream", "options", "pet", "tta")
 AMP_MODES = ("off", "bf16")
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -76,6 +77,9 @@ class StreamConfig(Settings):
                                choices=("resized_crop", "cifar"))
     device_augment: bool = option(False, "keep the images in memory as uint8 and crop, flip and resize whole batches on "
                                          "the device (cifar100 with resized_crop)")
+    eval_unseen: bool = option(True, "evaluate test experiences whose classes no head predicts yet (class-IL accuracy 0 "
+                                     "by construction); false skips them, so an evaluation costs O(classes seen): long "
+                                     "streams")
     validation_fraction: float = option(0.0, "evaluate on this share of each class's training data, held out from "
                                              "training (a tuning split), instead of the test set", ge=0.0, lt=1.0)
 
@@ -111,6 +115,9 @@ class TrainSettings(Settings):
     fused_optimizer: bool = option(False, "the optimizer's fused kernel (one launch per step; CUDA)")
     compile: str = option("off", "torch.compile the backbone (eager: graph capture only, for checking)",
                           choices=("off", "default", "reduce-overhead", "max-autotune", "eager"))
+    bank_budget: int | None = option(None, "most PET instances a method's summed bank keeps: before a new one would pass "
+                                           "it, the oldest are folded into the weights they adapt, each with its bank "
+                                           "weight (null: the bank grows with the stream)", ge=1)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainSettings":

@@ -195,7 +195,7 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
         model.eval()  # BatchNorm statistics and dropout as at test time; strategy.train() switches back
         given_task = strategy.predict_given_task if strategy.task_conditioned else None
         return evaluate_stream(predict, stream, model.head.num_seen, device, eval_bs, eval_seed, order, given_task,
-                               max(2, config.train.num_workers))
+                               max(2, config.train.num_workers), unseen=config.stream.eval_unseen)
 
     if saved is None:
         row = evaluate()

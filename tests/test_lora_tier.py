@@ -159,3 +159,78 @@ def test_trainable_parameters_per_experience_match_the_official_vit_b16_configur
     s.names.append("e0")
     model.head.grow(10)
     assert sum(p.numel() for p in s.trainable_parameters()) == expected  # SD-LoRA: one magnitude per experience
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("parts", ["qv", None])
+def test_folding_instances_keeps_a_summed_banks_output_and_removes_them(parts):
+    torch.manual_seed(0)
+    net = tiny_vit()
+    pet = inject_pet(net, pet_config("lora", {"parts": parts, "rank": 2, "alpha": 2.0, "blocks": None}), name="a")
+    for name in ("b", "c"):
+        pet.add(name)
+    for layer in pet.layers.values():
+        for name in ("a", "b", "c"):
+            for b in layer.instances[name].lora_B:
+                torch.nn.init.normal_(b, std=0.1)
+        layer.instances["a"].direction_only = True
+    x = torch.randn(2, 3, 32, 32)
+    weights = torch.tensor([[0.7, 1.3, 0.4]])
+    with pet.mixing(["a", "b", "c"], weights):
+        before = net(x)
+    pet.fold(["a", "b"], [0.7, 1.3])
+    assert pet.names == ["c"] and all(set(layer.instances) == {"c"} for layer in pet.layers.values())
+    with pet.mixing(["c"], weights[:, 2:]):
+        after = net(x)
+    assert torch.allclose(before, after, atol=1e-5) and not torch.equal(before, net(x))
+    with pytest.raises(ClpeftError, match="one weight per instance"):
+        pet.fold(["c"], [])
+    adapter = inject_pet(tiny_vit(), pet_config("adapter", {"blocks": None}))
+    with pytest.raises(ClpeftError, match="only LoRA instances can be folded"):
+        adapter.fold(["default"], [1.0])
+
+
+@pytest.mark.parametrize("strategy", ["inflora", "sd_lora"])
+def test_a_bank_budget_folds_the_oldest_instances_with_their_weights_and_keeps_the_bank_at_its_cap(lora_scenario,
+                                                                                                   strategy):
+    lora_scenario["stream"] = {"dataset": "digits", "n_experiences": 4, "first_experience_classes": 4}
+    lora_scenario["train"]["bank_budget"] = 2
+    lora_scenario["strategies"]["sd_lora"]["options"] = {"magnitude_reset": False}
+    config = resolve(lora_scenario, strategy=strategy)
+    stream, model, pet, s, _ = build(config)
+    x = torch.stack([stream.test_stream[0].dataset[i][0] for i in range(16)]).to(s.device)
+    fold, add, checked = s.fold_over_budget, s.add_pet_instance, []
+
+    def fold_spy(names, weights):  # the summed bank computes the same function before and after the fold
+        if not names:
+            checked.append((0, 0, []))
+            return fold(names, weights)
+        with torch.no_grad(), pet.mixing(names, torch.tensor([list(weights)])):
+            before = model.features(x)
+        kept = fold(names, weights)
+        with torch.no_grad(), pet.mixing(kept, torch.tensor([list(weights)[len(names) - len(kept):]])):
+            assert torch.allclose(model.features(x), before, atol=1e-5)
+        checked.append((len(names), len(kept), list(weights)[len(names) - len(kept):]))
+        return kept
+
+    def add_spy(name):
+        if strategy == "sd_lora" and checked and checked[-1][1] < checked[-1][0]:  # kept magnitudes moved up
+            assert s.magnitudes[: checked[-1][1]].tolist() == pytest.approx(checked[-1][2])
+        return add(name)
+
+    s.fold_over_budget, s.add_pet_instance = fold_spy, add_spy
+    base = base_weights(model)
+    for i, experience in enumerate(stream.train_stream):
+        s.train(experience)
+        assert len(pet.names) == min(i + 1, 2) and s.names == pet.names == [f"e{j}" for j in range(max(0, i - 1), i + 1)]
+    assert [(n, k) for n, k, _ in checked] == [(0, 0), (1, 1), (2, 1), (2, 1)]
+    assert any(not torch.equal(v, model.backbone.state_dict()[k]) for k, v in base.items())  # folded into the base
+    unbudgeted = dict(lora_scenario, train={**lora_scenario["train"], "bank_budget": None})
+    assert config.config_hash() != resolve(unbudgeted, strategy=strategy).config_hash()
+
+
+def test_a_bank_budget_is_refused_for_a_method_without_a_summed_bank(fast_scenario):
+    fast_scenario["train"]["bank_budget"] = 3
+    with pytest.raises(ClpeftError, match="finetune keeps no summed bank of instances, so train.bank_budget cannot "
+                                          "cap it; drop it \\(it serves inflora, sd_lora\\)"):
+        build(resolve(fast_scenario, strategy="finetune"))

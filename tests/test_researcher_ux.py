@@ -80,3 +80,26 @@ def test_figures_keep_labels_apart(tmp_path):
 
     styles = colours([f"method {i}" for i in range(30)])
     assert len({(s["color"], s["marker"]) for s in styles.values()}) == 30
+
+
+def test_figures_of_a_100_experience_stream_keep_a_few_integer_ticks_and_unmarked_curves(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from clpeft.reports.report import Row, colours, plot_section
+
+    T, rng = 100, np.random.default_rng(0)
+    R = np.tril(rng.random((T, T)))
+    run = {"config": {"seed": 0}, "accuracy_matrix": R.tolist(), "metrics": {"accuracy_after_each": R.mean(1).tolist()},
+           "training": [{"experience": i, "loss": 1.0} for i in range(T)]}
+    row = Row(section="long", method="m", label="m", runs=[run], settings={})
+    axes = []
+    monkeypatch.setattr(plt, "close", lambda fig: axes.extend(fig.axes))
+    files = plot_section([row], tmp_path, "s", colours(["m"]))
+    assert len(files) == 12
+    panels = [ax for ax in axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 4
+    for ax in panels:
+        assert len(ax.get_xticks()) <= 12 and all(float(t).is_integer() for t in ax.get_xticks())
+        assert all(line.get_marker() in (None, "None", "") for line in ax.get_lines()
+                   if not line.get_label().startswith("_"))  # the curves, not error-bar caps

@@ -174,3 +174,34 @@ def test_the_synthetic_data_set_is_fixed_content_and_makes_a_100_experience_stre
     assert (means[0] - means[1]).abs().mean() > 0.1  # classes differ: something to learn
     stream = make_stream(resolve(load_scenario("long_synthetic"), strategy="finetune").stream, seed=0)
     assert stream.n_experiences == 100 and all(b - a == 2 for a, b in stream.class_ranges)
+
+
+def test_skipping_unseen_test_experiences_leaves_every_row_as_it_was_and_runs_only_the_seen_ones(fast_scenario):
+    from clpeft.config import resolve
+    from clpeft.evaluation.evaluate import evaluate_stream
+    from clpeft.run import build
+
+    fast_scenario["stream"] = {"dataset": "digits", "n_experiences": 5}
+    config = resolve(fast_scenario, strategy="finetune")
+    stream, model, _, strategy, device = build(config)
+    predicted = []
+
+    def predict(x):
+        predicted.append(len(x))
+        return strategy.predict(x)
+
+    model.eval()
+    for num_seen in (0, 2, 5, 10):
+        if num_seen > model.head.num_seen:
+            model.head.grow(num_seen - model.head.num_seen)
+        predicted.clear()
+        full = evaluate_stream(predict, stream, num_seen, device, 64, 0)
+        n_full = sum(predicted)
+        predicted.clear()
+        seen_only = evaluate_stream(predict, stream, num_seen, device, 64, 0, unseen=False)
+        assert seen_only.accuracy == full.accuracy and seen_only.counts == full.counts
+        assert seen_only.accuracy_task_il == pytest.approx(full.accuracy_task_il, nan_ok=True)
+        seen_tests = sum(c for c, (start, _) in zip(full.counts, stream.class_ranges) if start < num_seen)
+        assert sum(predicted) == (seen_tests if num_seen else 0) and n_full == (sum(full.counts) if num_seen else 0)
+    assert config.config_hash() == resolve(dict(fast_scenario, stream={**fast_scenario["stream"], "eval_unseen": True}),
+                                           strategy="finetune").config_hash()  # the default leaves run ids as they were

@@ -28,8 +28,10 @@ class EvalRow:
 @torch.no_grad()
 def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: ContinualStream, num_seen: int,
                     device: torch.device, batch_size: int = 256, seed: int = 0, order: str | None = None,
-                    predict_given_task: Callable | None = None, num_workers: int = 2) -> EvalRow:
+                    predict_given_task: Callable | None = None, num_workers: int = 2, unseen: bool = True) -> EvalRow:
     """``num_seen``: classes the model has heads for; with none, nothing is predicted (accuracy 0).
+    ``unseen=False``: test experiences whose classes all lie at or past ``num_seen`` are not run (their class-IL
+    accuracy is 0 by construction, their task-IL NaN), so the cost follows the classes seen, not the stream.
     ``predict_given_task(x, task_ids)``: task-IL logits of a model conditioned on the true experience
     (e.g. its mask); without it the task-IL row restricts the class-IL logits."""
     T = stream.n_experiences
@@ -44,7 +46,12 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
     correct_views: dict[str, np.ndarray] = {}
     routed = None
     learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)  # ranges are in order: the first `learned`
-    for x, y, e in stream.eval_batches(batch_size, seed, order, num_workers):
+    run = None if unseen else [j for j, (start, _) in enumerate(stream.class_ranges) if start < num_seen]
+    if run is not None and len(run) < T:
+        counts += [len(stream.test_stream[j].dataset) if j not in run else 0 for j in range(T)]
+    else:
+        run = None
+    for x, y, e in stream.eval_batches(batch_size, seed, order, num_workers, experiences=run):
         counts += np.bincount(e.numpy(), minlength=T)
         x = x.to(device, non_blocking=True)
         if stream.batch_eval_transform is not None:  # uint8 images resized on the device

@@ -265,6 +265,22 @@ class PETController:
         for layer in self.layers.values():
             layer.merge(name)
 
+    def fold(self, names: list[str], weights) -> None:
+        """Fold instances ``names`` into the weights they adapt, each times its weight (a bank summed as
+        Σ_k w_k·instance_k keeps its output), and remove them (kinds whose layers can: LoRA)."""
+        for n in names:
+            self._check(n)
+        weights = [float(w) for w in weights]
+        if len(weights) != len(names):
+            raise ClpeftError(f"fold needs one weight per instance: {len(names)} names, {len(weights)} weights")
+        if not all(hasattr(layer, "fold") for layer in self.layers.values()):
+            raise ClpeftError(f"only LoRA instances can be folded into the weights, not {self.config.kind}")
+        for layer in self.layers.values():
+            layer.fold(names, weights)
+        self.names = [n for n in self.names if n not in names]
+        if self.routing.active in names:
+            self.routing.active = None
+
     def unmerge(self) -> None:
         for layer in self.layers.values():
             if hasattr(layer, "unmerge"):

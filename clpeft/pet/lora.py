@@ -140,6 +140,22 @@ class LoRALayer(PETLayer):
         self.merged = name
 
     @torch.no_grad()
+    def fold(self, names: list[str], weights: list[float]) -> None:
+        """Add Σ_k weights[k]·ΔW of ``names`` into the base weight for good and drop those instances: a summed bank's
+        output stays the same while its size and cost stop growing (the frozen model is no longer the base)."""
+        if self.merged is not None:
+            raise ClpeftError(f"LoRA instance {self.merged!r} is merged; unmerge() before folding instances")
+        w = self.base.weight
+        for name, weight in zip(names, weights):
+            for (start, end), dw in zip(self.slices, self.instances[name].delta_weights()):
+                if self.is_conv:
+                    w[start:end, :, 0, 0] += float(weight) * dw.to(w.dtype)
+                else:
+                    w[start:end] += float(weight) * dw.to(w.dtype)
+        for name in names:
+            del self.instances[name]
+
+    @torch.no_grad()
     def unmerge(self) -> None:
         if self.merged is None:
             return

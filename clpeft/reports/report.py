@@ -385,6 +385,8 @@ def runs_csv(results: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- figures
+#: streams longer than this get a few integer ticks and unmarked curves (one tick per experience stops being readable)
+LONG_STREAM = 20
 MARKERS = ("o", "s", "^", "D", "v", "P")
 HATCHES = ("", "//", "..", "xx", "\\\\", "++")
 
@@ -426,16 +428,23 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
     files = []
     section = rows[0].section
     T = len(rows[0].curve[0])
+    long = T > LONG_STREAM  # one tick per experience stops being readable: a few integer ticks, no markers
+
+    def ticks(axis, positions, labels=None):
+        if long:
+            axis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+        else:
+            axis.set_ticks(positions, labels)
     # accuracy after each experience, mean ± std band over seeds
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for row in rows:
         mean, std = row.curve
         x = np.arange(1, len(mean) + 1)
         style = palette[row.label]
-        ax.plot(x, mean * 100, marker=style["marker"], label=row.label, color=style["color"])
+        ax.plot(x, mean * 100, marker=None if long else style["marker"], label=row.label, color=style["color"])
         ax.fill_between(x, (mean - std) * 100, (mean + std) * 100, alpha=0.15, color=style["color"])
     ax.set(xlabel="experiences learned", ylabel="accuracy on all seen classes (%)", title=section, ylim=(0, 100))
-    ax.set_xticks(np.arange(1, T + 1))
+    ticks(ax.xaxis, np.arange(1, T + 1))
     ax.grid(alpha=0.3)
     _legend(fig, ax, len(rows))
     files += _save(fig, out, f"{tag}_accuracy_curve")
@@ -458,8 +467,8 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
         ax.set_title("\n".join(textwrap.wrap(row.label, 36)[:3]), fontsize=7)
         ax.set_xlabel("test experience j", fontsize=8)
         ax.set_ylabel("after training i", fontsize=8)
-        ax.set_xticks(range(R.shape[1]))
-        ax.set_yticks(range(R.shape[0]))
+        ticks(ax.xaxis, range(R.shape[1]))
+        ticks(ax.yaxis, range(R.shape[0]))
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
@@ -500,12 +509,13 @@ def plot_section(rows: list[Row], out: Path, tag: str, palette: dict) -> list[st
                 x.append(e["experience"] + (seen[e["experience"]] + 0.5) / per_exp[e["experience"]])
                 seen[e["experience"]] += 1
             style = palette[row.label]
-            ax.plot(x, mean, label=row.label, color=style["color"], lw=1.2, marker=style["marker"], markersize=2.5)
+            ax.plot(x, mean, label=row.label, color=style["color"], lw=1.2, marker=None if long else style["marker"],
+                    markersize=2.5)
             ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=style["color"])
-        for b in range(1, T):
+        for b in range(1, T if not long else 0):
             ax.axvline(b, color="grey", lw=0.5, ls=":")
         ax.set(xlabel="experience (its epochs spread across it)", ylabel="mean training loss", title=section)
-        ax.set_xticks(np.arange(T) + 0.5, [str(i) for i in range(T)])
+        ticks(ax.xaxis, np.arange(T) + 0.5, [str(i) for i in range(T)])
         ax.grid(alpha=0.3)
         _legend(fig, ax, len(with_loss))
         files += _save(fig, out, f"{tag}_loss")

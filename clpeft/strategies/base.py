@@ -88,6 +88,9 @@ class CLStrategy(Engine):
     #: gradients is computed identically on every rank. Avalanche-plugin strategies are not.
     ddp_safe = True
     Options = NoOptions
+    #: ``"summed"``: the method predicts with Σ_k w_k·instance_k over a growing bank of LoRA instances, which
+    #: ``train.bank_budget`` may cap by folding the oldest into the weights (``fold_over_budget``); None refuses it.
+    bank: str | None = None
     #: False: train from Avalanche's data loader even on in-memory streams (plugins that swap the loader)
     tensor_batches = True
 
@@ -142,6 +145,12 @@ class CLStrategy(Engine):
         later experience trains: the class is learned there, and the run says it skipped the empty phase. It is
         refused where some class would never enter a loss that can learn; 0 epochs leave the new head as drawn."""
         cls.check_config(options, settings)
+        if settings.bank_budget is not None and cls.bank is None:
+            from clpeft.strategies.registry import STRATEGIES
+
+            summed = sorted(name for name, c in STRATEGIES.items() if getattr(c, "bank", None))
+            raise ClpeftError(f"{cls.name} keeps no summed bank of instances, so train.bank_budget cannot cap it; drop "
+                              f"it (it serves {', '.join(summed)})")
         trained = cls.training_experiences(len(experience_sizes) if experience_sizes else 1)
         if trained and settings.epochs == 0:
             raise ClpeftError(f"{cls.name} learns by gradient steps but train.epochs is 0, so nothing would train; "
@@ -330,6 +339,17 @@ class CLStrategy(Engine):
             self.pet.remove("default")
         self.pet.add(name)
         return name
+
+    def fold_over_budget(self, names: list[str], weights) -> list[str]:
+        """Make room for one more instance under ``train.bank_budget``: the oldest of ``names`` (in bank order) are
+        folded into the weights they adapt, each times its entry of ``weights``, so the summed bank's output is
+        unchanged while its size and cost stop growing. Returns the names that stay separate (all without a budget)."""
+        budget = self.settings.bank_budget
+        if budget is None or len(names) < budget:
+            return list(names)
+        oldest = len(names) - budget + 1
+        self.pet.fold(names[:oldest], [float(w) for w in weights[:oldest]])
+        return list(names[oldest:])
 
     def current_head_parameters(self) -> list[nn.Parameter]:
         """The newest head chunk's parameters (the current experience's classes; none before the first): what trains

@@ -35,6 +35,7 @@ class InfLoRA(CLStrategy):
     requires_pet = True
     loss_scope = "current"
     keeps = ("memory", "names")
+    bank = "summed"
 
     @dataclass
     class Options:
@@ -57,6 +58,7 @@ class InfLoRA(CLStrategy):
 
     # ------------------------------------------------------------------ the experience
     def before_experience(self):
+        self.names = self.fold_over_budget(self.names, [1.0] * len(self.names))
         name = self.add_pet_instance(f"e{self.experience_index}")  # one instance per experience, named by it
         self.names.append(name)
         grams = self._input_grams()

@@ -42,6 +42,7 @@ class SDLoRA(CLStrategy):
     requires_pet = True
     loss_scope = "current"
     keeps = ("names",)
+    bank = "summed"
 
     @dataclass
     class Options:
@@ -64,6 +65,11 @@ class SDLoRA(CLStrategy):
     # ------------------------------------------------------------------ the experience
     def before_experience(self):
         self._as_directions(self.names)  # the previous experience's pair is a direction from now on
+        kept = self.fold_over_budget(self.names, self.magnitudes[: len(self.names)].tolist())
+        if len(kept) < len(self.names):  # folded with the magnitudes they ended with; the rest move up
+            with torch.no_grad():
+                self.magnitudes[: len(kept)] = self.magnitudes[len(self.names) - len(kept): len(self.names)].clone()
+            self.names = kept
         name = self.add_pet_instance(f"e{self.experience_index}")  # one instance per experience, named by it
         self.names.append(name)
         if self.options.magnitude_reset:

@@ -157,18 +157,24 @@ class ContinualStream:
             self._test_cache = (torch.cat(xs), y, self.experience_of_label(y))
         return self._test_cache
 
-    def eval_batches(self, batch_size: int, seed: int, order: str | None = None, num_workers: int = 2) -> Iterator[tuple]:
-        """Batches of (x, y, experience) over the whole test set, in ``order`` (see :func:`eval_permutation`)."""
+    def eval_batches(self, batch_size: int, seed: int, order: str | None = None, num_workers: int = 2,
+                     experiences: list[int] | None = None) -> Iterator[tuple]:
+        """Batches of (x, y, experience) over the test set (``experiences``: only theirs; None: all), in ``order``
+        (see :func:`eval_permutation`)."""
         order = order or self.config.eval_order
         cached = self.test_set()
         if cached is not None:
             x, y, e = cached
+            if experiences is not None:
+                keep = torch.isin(e, torch.as_tensor(experiences, dtype=e.dtype)).nonzero().squeeze(1)
+                x, y, e = x[keep], y[keep], e[keep]
             perm = eval_permutation(y, batch_size, order, seed, self.config.dirichlet_alpha)
             for start in range(0, len(y), batch_size):
                 idx = perm[start:start + batch_size]
                 yield x[idx], y[idx], e[idx]
             return
-        datasets = [exp.dataset for exp in self.test_stream]
+        chosen = range(self.n_experiences) if experiences is None else experiences
+        datasets = [self.test_stream[j].dataset for j in chosen]
         labels = torch.cat([torch.as_tensor(list(d.targets)) for d in datasets]).long()
         perm = eval_permutation(labels, batch_size, order, seed, self.config.dirichlet_alpha)
         dataset = torch.utils.data.Subset(torch.utils.data.ConcatDataset(datasets), perm.tolist())
