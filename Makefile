@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier expansion-tier pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare parity-ease parity-mos parity-hide tune-example gpu bench clean
+.PHONY: setup test demo fashion-mnist pretrain baselines lae lame wa exssnet jare jare-text lora-tier expansion-tier bank-budget long-streams pretrained-baselines parity-inflora parity-sd-lora parity-slca parity-lae parity-exssnet parity-jare parity-ease parity-mos parity-hide tune-example gpu bench clean
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	python3 -m venv $(VENV)
@@ -55,6 +55,18 @@ lora-tier: setup
 
 expansion-tier: setup
 	$(SWEEP) examples/sweeps/expansion_tier.yaml
+
+bank-budget: setup
+	OMP_NUM_THREADS=1 $(SWEEP) examples/sweeps/bank_budget.yaml
+	$(PY) reports/bank_budget/cost_of_budget.py runs/bank_budget > reports/bank_budget/cost_of_budget.md
+
+# 100 experiences of long_synthetic, one process per method (~10 min each on 2 cores); EASE, MOS and ExSSNeT at 50
+long-streams: setup
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods finetune inflora sd_lora jare coda_prompt hide_prompt
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods inflora --label inflora+budget10 --set train.bank_budget=10
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods sd_lora --label sd_lora+budget10 --set train.bank_budget=10
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods ease mos exssnet --experiences 50
+	$(PY) benchmarks/long_stream_cost.py --figure
 
 # Parity against the official code on the shared digits stream (reports/parity/): both sides, 5 seeds, 10 epochs
 # (~20 min on 2 cores each). Needs the official repository extracted first (reports/parity/official/README.md):

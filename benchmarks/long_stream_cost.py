@@ -8,7 +8,12 @@ evaluation time per test sample (the run's own timings, `runtime.json`). Writes 
 prints the values at a few experience counts.
 
     OMP_NUM_THREADS=1 python benchmarks/long_stream_cost.py --methods inflora sd_lora jare hide_prompt finetune \
-        [--experiences 100] [--out reports/long_streams]
+        [--experiences 100] [--out reports/long_streams] [--set train.bank_budget=10 --label inflora+budget10]
+    python benchmarks/long_stream_cost.py --table     # the markdown table of the JSON files in --out
+    python benchmarks/long_stream_cost.py --figure    # memory and evaluation time against experiences, one line each
+
+With the scenario's `stream.eval_unseen: false` an evaluation runs only the test experiences seen so far, so the
+evaluation time per sample divides by those samples.
 """
 import argparse
 import io
@@ -52,10 +57,16 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(method: str, experiences: int, device: str, out: Path) -> dict:
+def measure(method: str, experiences: int, device: str, out: Path, settings: dict | None = None,
+            label: str | None = None) -> dict:
+    from clpeft.config import split_dotted
+
     scenario = load_scenario("long_synthetic")
-    config = resolve(scenario, strategy=method, seed=0, device=device,
-                     overrides={"stream": {"n_experiences": experiences}})
+    named, overrides = split_dotted(dict(settings or {}), "--set")
+    if named:
+        raise SystemExit(f"--set {sorted(named)[0]}: use a dotted key (train.bank_budget, stream.eval_unseen, ...)")
+    overrides.setdefault("stream", {})["n_experiences"] = experiences
+    config = resolve(scenario, strategy=method, seed=0, device=device, overrides=overrides)
     rows = []
 
     def probe(i, strategy, stream):
@@ -68,17 +79,22 @@ def measure(method: str, experiences: int, device: str, out: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         results = run(config, out_dir=Path(tmp) / method, after_experience=probe)
         runtime = json.loads((Path(tmp) / method / "runtime.json").read_text())
-    n_test = sum(results["test_samples"])
+    counts, ranges = results["test_samples"], results["stream"]["class_ranges"]
     for row, train_s, eval_s in zip(rows, runtime["train_seconds_per_experience"],
                                     runtime["eval_seconds_per_experience"]):
+        seen = ranges[row["experience"]][1]
+        row["test_samples_evaluated"] = sum(c for c, (start, _) in zip(counts, ranges)
+                                            if config.stream.eval_unseen or start < seen)
         row["train_ms_per_step"] = 1e3 * train_s / max(row["steps"], 1)
-        row["eval_ms_per_sample"] = 1e3 * eval_s / n_test
-    record = {"method": method, "experiences": experiences, "device": device, "threads": torch.get_num_threads(),
-              "test_samples_per_evaluation": n_test, "wall_seconds": time.perf_counter() - began,
+        row["eval_ms_per_sample"] = 1e3 * eval_s / row["test_samples_evaluated"]
+    label = label or method
+    record = {"method": label, "strategy": method, "settings": settings or {}, "experiences": experiences,
+              "epochs": config.train.epochs, "eval_unseen": config.stream.eval_unseen, "device": device,
+              "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - began,
               "status": results["health"]["status"], "final_accuracy": results["metrics"]["final_accuracy"],
               "strategy_summary": results.get("strategy_summary"), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{method}_{experiences}.json").write_text(json.dumps(record, indent=1))
+    (out / f"{label}_{experiences}.json").write_text(json.dumps(record, indent=1))
     return record
 
 
@@ -98,9 +114,44 @@ def table(folder: Path, experiences: int) -> str:
     return "\n".join(lines)
 
 
+def figure(folder: Path, out: Path) -> list[Path]:
+    """State size and evaluation time per sample against experiences learned, one line per JSON file in ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for r in records:
+        x = [row["experience"] + 1 for row in r["rows"]]
+        style = {"ls": "--" if r.get("settings") else "-", "lw": 1.4}
+        axes[0].plot(x, [row["state_bytes"] / 1e6 for row in r["rows"]], label=r["method"], **style)
+        axes[1].plot(x, [row["eval_ms_per_sample"] for row in r["rows"]], label=r["method"], **style)
+    axes[0].set(xlabel="experiences learned", ylabel="checkpoint state (MB)", title="state a checkpoint holds")
+    axes[1].set(xlabel="experiences learned", ylabel="evaluation ms per test sample", title="evaluation cost")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="upper left", ncol=2)
+    threads = sorted({r["threads"] for r in records})
+    fig.suptitle(f"long_synthetic, 2-class experiences, {'/'.join(map(str, threads))} thread(s), "
+                 f"{records[0]['device'] if records else ''}", fontsize=10)
+    written = []
+    for fmt in ("png", "svg"):
+        path = out.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--table", action="store_true", help="print the markdown table of the JSON files in --out and stop")
+    p.add_argument("--figure", action="store_true", help="draw --out/cost.png and .svg from the JSON files and stop")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted setting for every method's run (e.g. train.bank_budget=10); YAML values")
+    p.add_argument("--label", help="name of the line and the file (default: the method)")
     p.add_argument("--methods", nargs="+", default=["inflora", "sd_lora", "jare", "hide_prompt", "finetune"])
     p.add_argument("--experiences", type=int, default=100)
     p.add_argument("--device", default="cpu")
@@ -109,23 +160,32 @@ def main():
     if args.table:
         print(table(Path(args.out), args.experiences))
         return
+    if args.figure:
+        print("\n".join(map(str, figure(Path(args.out), Path(args.out) / "cost"))))
+        return
+    from clpeft.cli import parse_pairs
+
+    settings = parse_pairs(args.set, "--set", "train.bank_budget=10")
+    if args.label and len(args.methods) > 1:
+        raise SystemExit("--label names one method's line; run one method at a time with it")
     if len(args.methods) > 1:  # one process per method: peak memory is a process's
         print(f"{torch.get_num_threads()} threads, device {args.device}, long_synthetic with {args.experiences} "
               "experiences", flush=True)
         for method in args.methods:
             subprocess.run([sys.executable, __file__, "--methods", method, "--experiences", str(args.experiences),
-                            "--device", args.device, "--out", args.out], check=True)
+                            "--device", args.device, "--out", args.out] + [f"--set={kv}" for kv in args.set],
+                           check=True)
         return
     marks = sorted({1, 10, args.experiences // 4, args.experiences // 2, args.experiences} - {0})
     for method in args.methods:
-        r = measure(method, args.experiences, args.device, Path(args.out))
+        r = measure(method, args.experiences, args.device, Path(args.out), settings, args.label)
         for row in r["rows"]:
             if row["experience"] + 1 in marks:
-                print(f"{method:12s} after {row['experience'] + 1:3d}: state {row['state_bytes'] / 1e6:8.2f} MB "
+                print(f"{r['method']:12s} after {row['experience'] + 1:3d}: state {row['state_bytes'] / 1e6:8.2f} MB "
                       f"({row['state_elements']:>10,d} elements), peak RSS {row['peak_memory_mb']:7.0f} MB, "
                       f"train {row['train_ms_per_step']:7.1f} ms/step, eval {row['eval_ms_per_sample']:6.2f} ms/sample",
                       flush=True)
-        print(f"{method:12s} {r['wall_seconds']:.0f} s in all, status {r['status']}, A_T {100 * r['final_accuracy']:.1f}",
+        print(f"{r['method']:12s} {r['wall_seconds']:.0f} s in all, status {r['status']}, A_T {100 * r['final_accuracy']:.1f}",
               flush=True)
 
 

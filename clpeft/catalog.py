@@ -29,6 +29,8 @@ DATASETS = {
     "fashion_mnist": (True, 10, "Fashion-MNIST from Debian's dataset-fashion-mnist"),
     "fortunes": (True, 10, "text: the 10 largest categories of Debian's fortune files"),
     "synthetic": (True, 200, "seeded synthetic images, 200 classes x 25: long streams and cost, not accuracy"),
+    "permuted_digits": (True, 1000, "scikit-learn's digits under 100 fixed pixel permutations, 10 classes each: a "
+                                    "long stream of real data (permuted-MNIST style)"),
     "cifar100": (False, 100, "CIFAR-100 under --data-root"),
     "imagenet_r": (False, 200, "ImageNet-R under --data-root with train.txt/test.txt"),
     "cub200": (False, 200, "CUB-200-2011 under --data-root"),

@@ -205,3 +205,24 @@ def test_skipping_unseen_test_experiences_leaves_every_row_as_it_was_and_runs_on
         assert sum(predicted) == (seen_tests if num_seen else 0) and n_full == (sum(full.counts) if num_seen else 0)
     assert config.config_hash() == resolve(dict(fast_scenario, stream={**fast_scenario["stream"], "eval_unseen": True}),
                                            strategy="finetune").config_hash()  # the default leaves run ids as they were
+
+
+def test_permuted_digits_is_digits_under_fixed_pixel_permutations_one_per_experience():
+    from clpeft.config import load_scenario, resolve
+    from clpeft.streams.datasets import load_digits, load_permuted_digits
+
+    train, test, spec = load_permuted_digits()
+    digits_train, digits_test, _ = load_digits()
+    n = len(digits_train)
+    assert len(train) == 100 * n and len(test) == 100 * len(digits_test) and spec.size == 8
+    assert torch.equal(train.images[:n], digits_train.images) and train.targets[:n] == digits_train.targets
+    for p in (1, 57, 99):  # each copy: the same images with their 64 pixels permuted, labels shifted by 10·p
+        block = train.images[p * n:(p + 1) * n].reshape(n, -1)
+        assert train.targets[p * n:(p + 1) * n] == [10 * p + y for y in digits_train.targets]
+        assert not torch.equal(block, digits_train.images.reshape(n, -1))
+        assert torch.equal(block.sort(1).values, digits_train.images.reshape(n, -1).sort(1).values)
+    again, _, _ = load_permuted_digits()
+    assert torch.equal(again.images, train.images)  # fixed content
+    stream = make_stream(resolve(load_scenario("permuted_digits"), strategy="finetune").stream, seed=3)
+    assert stream.n_experiences == 100 and stream.class_ranges[7] == (70, 80)
+    assert sorted(set(stream.test_stream[7].dataset.targets)) == list(range(70, 80))

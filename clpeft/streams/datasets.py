@@ -110,6 +110,27 @@ def load_digits(**_) -> tuple[Dataset, Dataset, InputSpec]:
     return train, test, InputSpec(channels=1, size=8)
 
 
+PERMUTATIONS = 100
+
+
+def load_permuted_digits(**_) -> tuple[Dataset, Dataset, InputSpec]:
+    """scikit-learn's digits (the 80/20 split of ``digits``) under 100 fixed permutations of the 64 pixels, the first
+    the identity: class ``10·p + d`` is digit d under permutation p, so the natural class order gives 100 experiences
+    of 10 classes, one permutation each (the permuted-MNIST protocol on real data; with task labels, the
+    domain-incremental stream task-incremental methods are compared on). Fixed content, 8×8 like ``digits``."""
+    train, test, spec = load_digits()
+    g = torch.Generator().manual_seed(20261206)
+    perms = [torch.arange(64)] + [torch.randperm(64, generator=g) for _ in range(PERMUTATIONS - 1)]
+
+    def permuted(split: TensorImageDataset) -> TensorImageDataset:
+        flat = split.images.reshape(len(split), -1)
+        images = torch.cat([flat[:, perm] for perm in perms]).reshape(-1, *split.images.shape[1:])
+        labels = [10 * p + y for p in range(PERMUTATIONS) for y in split.targets]
+        return TensorImageDataset(images, labels)
+
+    return permuted(train), permuted(test), spec
+
+
 def load_synthetic(**_) -> tuple[Dataset, Dataset, InputSpec]:
     """Seeded synthetic images for long streams and cost checks: 200 classes of 20 training and 5 test images each,
     28×28 pixels of one channel (the bundled ViT's input; 15 MB in memory). Class c's images are its own smooth
@@ -438,7 +459,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 
 _LOADERS = {"fortunes": load_fortunes, "digits": load_digits, "mnist5k": load_mnist5k, "fashion_mnist": load_fashion_mnist,
-            "synthetic": load_synthetic,
+            "synthetic": load_synthetic, "permuted_digits": load_permuted_digits,
             "cifar100": load_cifar100, "imagenet_r": load_imagenet_r, "cub200": load_cub200,
             "image_folder": load_image_folder}
 for _name, (_offline, _classes, _description) in CATALOG_DATASETS.items():  # one source: what `clpeft list` reads
