@@ -72,3 +72,16 @@ def test_a_kept_value_a_checkpoint_cannot_hold_is_refused_by_name(fast_scenario,
     strategy.odd = {1, 2}
     with pytest.raises(ClpeftError, match="kept attribute 'odd' is a set"):
         strategy.resume_state()
+
+
+@pytest.mark.parametrize("name", ["inflora", "sd_lora"])
+def test_a_budgeted_bank_resumes_exactly_from_a_checkpoint_holding_folded_weights(tmp_path, fast_scenario, name):
+    overrides = {**EXTRA[name], "train": {"bank_budget": 1}}
+    config = resolve(fast_scenario, strategy=name, pet=PET[name], overrides=overrides)
+    with pytest.raises(Crash):
+        run(config, out_dir=tmp_path / "a", after_experience=crash_after(2))
+    saved = load_checkpoint(tmp_path / "a", config.run_id)
+    assert saved["experience"] == 1 and saved["strategy"]["pet_instances"] == ["e1"]  # e0 folded into the weights
+    run(config, out_dir=tmp_path / "a", resume=True)
+    run(config, out_dir=tmp_path / "b")
+    assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
