@@ -21,6 +21,7 @@ from clpeft.config import RunConfig
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import EvalRow, evaluate_stream
+from clpeft.utils.memory import release_freed_memory
 from clpeft.evaluation.metrics import running_metrics, summarize
 from clpeft.reports.loggers import RunLoggers
 from clpeft.reports.results import RunResult, assess_health, learned_right_after, package_versions, write_results
@@ -219,6 +220,7 @@ def _loop(config: RunConfig, out_dir: Path | None, writer: bool, progress: bool,
                 strategy.train(experience)
             with timer(history.eval_times, device):
                 row = evaluate()
+            release_freed_memory()  # CPU kernels' freed buffers, which glibc would keep: bounded memory on long streams
             history.add(row)
             live = running_metrics(history.R, history.before["counts"])
             loggers.experience(i, row.accuracy, live)

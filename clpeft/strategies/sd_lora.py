@@ -106,6 +106,6 @@ class SDLoRA(CLStrategy):
 
     # ------------------------------------------------------------------ records
     def summary(self) -> dict:
-        return {"magnitudes": [round(float(m), 6) for m in self.magnitudes[: len(self.names)]],
+        return {"magnitudes": [round(float(m), 6) for m in self.magnitudes.detach()[: len(self.names)]],
                 "magnitude_reset": self.options.magnitude_reset,
                 "lora_parameters_per_experience": self.pet.num_parameters(self.names[-1]) if self.names else 0}

@@ -165,11 +165,12 @@ class ContinualStream:
         cached = self.test_set()
         if cached is not None:
             x, y, e = cached
-            if experiences is not None:
+            if experiences is None:
+                perm = eval_permutation(y, batch_size, order, seed, self.config.dirichlet_alpha)
+            else:  # indices into the cache, not a copy of its part: batch-sized allocations only
                 keep = torch.isin(e, torch.as_tensor(experiences, dtype=e.dtype)).nonzero().squeeze(1)
-                x, y, e = x[keep], y[keep], e[keep]
-            perm = eval_permutation(y, batch_size, order, seed, self.config.dirichlet_alpha)
-            for start in range(0, len(y), batch_size):
+                perm = keep[eval_permutation(y[keep], batch_size, order, seed, self.config.dirichlet_alpha)]
+            for start in range(0, len(perm), batch_size):
                 idx = perm[start:start + batch_size]
                 yield x[idx], y[idx], e[idx]
             return
