@@ -60,12 +60,13 @@ bank-budget: setup
 	OMP_NUM_THREADS=1 $(SWEEP) examples/sweeps/bank_budget.yaml
 	$(PY) reports/bank_budget/cost_of_budget.py runs/bank_budget > reports/bank_budget/cost_of_budget.md
 
-# 100 experiences of long_synthetic, one process per method (~10 min each on 2 cores); EASE, MOS and ExSSNeT at 50
+# long_synthetic, one process per method: finetune and the LoRA banks (with and without a budget) over 100 experiences
+# (8-20 min each on 2 cores), the prompt, slot and expansion methods over 50
 long-streams: setup
-	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods finetune inflora sd_lora jare coda_prompt hide_prompt
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods finetune inflora sd_lora
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods inflora --label inflora+budget10 --set train.bank_budget=10
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods sd_lora --label sd_lora+budget10 --set train.bank_budget=10
-	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods ease mos exssnet --experiences 50
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods coda_prompt hide_prompt jare ease mos exssnet --experiences 50
 	$(PY) benchmarks/long_stream_cost.py --figure
 
 # Parity against the official code on the shared digits stream (reports/parity/): both sides, 5 seeds, 10 epochs

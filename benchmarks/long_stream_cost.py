@@ -126,18 +126,21 @@ def figure(folder: Path, out: Path) -> list[Path]:
 
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    lengths = {r["experiences"] for r in records}
     for r in records:
-        x = [row["experience"] + 1 for row in r["rows"]]
+        x = [row["experience"] + 1 for row in r["rows"]][1:]  # the first evaluation holds 10 samples: fixed costs
+        rows = r["rows"][1:]
+        label = r["method"] + (f" ({r['experiences']} × {200 // r['experiences']})" if len(lengths) > 1 else "")
         style = {"ls": "--" if r.get("settings") else "-", "lw": 1.4}
-        axes[0].plot(x, [row["state_bytes"] / 1e6 for row in r["rows"]], label=r["method"], **style)
-        axes[1].plot(x, [row["eval_ms_per_sample"] for row in r["rows"]], label=r["method"], **style)
+        axes[0].plot(x, [row["state_bytes"] / 1e6 for row in rows], label=label, **style)
+        axes[1].plot(x, [row["eval_ms_per_sample"] for row in rows], label=label, **style)
     axes[0].set(xlabel="experiences learned", ylabel="checkpoint state (MB)", title="state a checkpoint holds")
     axes[1].set(xlabel="experiences learned", ylabel="evaluation ms per test sample", title="evaluation cost")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left", ncol=2)
     threads = sorted({r["threads"] for r in records})
-    fig.suptitle(f"long_synthetic, 2-class experiences, {'/'.join(map(str, threads))} thread(s), "
+    fig.suptitle(f"long_synthetic (experiences × classes each), {'/'.join(map(str, threads))} thread(s), "
                  f"{records[0]['device'] if records else ''}", fontsize=10)
     written = []
     for fmt in ("png", "svg"):
