@@ -118,14 +118,15 @@ def table(folder: Path, experiences: int) -> str:
 
 
 def figure(folder: Path, out: Path) -> list[Path]:
-    """State size and evaluation time per sample against experiences learned, one line per JSON file in ``folder``."""
+    """State size, peak memory and evaluation time per sample against experiences learned, one line per JSON file in
+    ``folder`` (from experience 2: the first evaluation holds 10 samples, so fixed costs dominate it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     lengths = {r["experiences"] for r in records}
     for r in records:
         x = [row["experience"] + 1 for row in r["rows"]][1:]  # the first evaluation holds 10 samples: fixed costs
@@ -133,12 +134,14 @@ def figure(folder: Path, out: Path) -> list[Path]:
         label = r["method"] + (f" ({r['experiences']} × {200 // r['experiences']})" if len(lengths) > 1 else "")
         style = {"ls": "--" if r.get("settings") else "-", "lw": 1.4}
         axes[0].plot(x, [row["state_bytes"] / 1e6 for row in rows], label=label, **style)
-        axes[1].plot(x, [row["eval_ms_per_sample"] for row in rows], label=label, **style)
+        axes[1].plot(x, [row["peak_memory_mb"] for row in rows], label=label, **style)
+        axes[2].plot(x, [row["eval_ms_per_sample"] for row in rows], label=label, **style)
     axes[0].set(xlabel="experiences learned", ylabel="checkpoint state (MB)", title="state a checkpoint holds")
-    axes[1].set(xlabel="experiences learned", ylabel="evaluation ms per test sample", title="evaluation cost")
+    axes[1].set(xlabel="experiences learned", ylabel="peak memory (MB)", title="peak resident memory of the process")
+    axes[2].set(xlabel="experiences learned", ylabel="evaluation ms per test sample", title="evaluation cost")
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper left", ncol=2)
+    axes[2].legend(fontsize=7, loc="upper left", ncol=2)
     threads = sorted({r["threads"] for r in records})
     fig.suptitle(f"long_synthetic (experiences × classes each), {'/'.join(map(str, threads))} thread(s), "
                  f"{records[0]['device'] if records else ''}", fontsize=10)
