@@ -21,13 +21,13 @@ from clpeft.config import RunConfig
 from clpeft.errors import ClpeftError
 from clpeft.evaluation.cost import count_parameters, peak_memory_mb, timer
 from clpeft.evaluation.evaluate import EvalRow, evaluate_stream
-from clpeft.utils.memory import release_freed_memory
 from clpeft.evaluation.metrics import running_metrics, summarize
 from clpeft.reports.loggers import RunLoggers
 from clpeft.reports.results import RunResult, assess_health, learned_right_after, package_versions, write_results
 from clpeft.streams.stream import EVAL_ORDERS, make_stream
 from clpeft.strategies.registry import get_strategy
 from clpeft.utils.device import resolve_device
+from clpeft.utils.memory import release_freed_memory
 from clpeft.utils.seed import seed_everything
 
 

@@ -46,11 +46,10 @@ def evaluate_stream(predict: Callable[[torch.Tensor], object], stream: Continual
     correct_views: dict[str, np.ndarray] = {}
     routed = None
     learned = sum(1 for _, end in stream.class_ranges if end <= num_seen)  # ranges are in order: the first `learned`
-    run = None if unseen else [j for j, (start, _) in enumerate(stream.class_ranges) if start < num_seen]
-    if run is not None and len(run) < T:
-        counts += [len(stream.test_stream[j].dataset) if j not in run else 0 for j in range(T)]
-    else:
-        run = None
+    skipped = set() if unseen else {j for j, (start, _) in enumerate(stream.class_ranges) if start >= num_seen}
+    for j in skipped:  # counted without loading them
+        counts[j] = len(stream.test_stream[j].dataset)
+    run = [j for j in range(T) if j not in skipped] if skipped else None
     for x, y, e in stream.eval_batches(batch_size, seed, order, num_workers, experiences=run):
         counts += np.bincount(e.numpy(), minlength=T)
         x = x.to(device, non_blocking=True)
