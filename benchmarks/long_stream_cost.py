@@ -101,7 +101,7 @@ def measure(method: str, experiences: int, device: str, out: Path, settings: dic
 def table(folder: Path, experiences: int) -> str:
     """A markdown table from the JSON files in ``folder``: each method at 1, 10, 50 and ``experiences``; times from
     experience 10 on (the first evaluations hold a handful of samples, so fixed costs dominate them)."""
-    marks = [m for m in (1, 10, 50, experiences) if m <= experiences]
+    marks = sorted({m for m in (1, 10, 50, experiences) if m <= experiences})
     last = marks[-1]
     lines = ["| method | status | " + " | ".join(f"state MB @{m}" for m in marks) + f" | peak RSS MB @1 → @{last}"
              + f" | train ms/step @10 → @{last} | eval ms/sample @10 → @{last} | run s |",
