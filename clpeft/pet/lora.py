@@ -131,12 +131,7 @@ class LoRALayer(PETLayer):
         if self.merged is not None:
             raise ClpeftError(f"LoRA instance {self.merged!r} is already merged; call unmerge() first")
         self._unmerged_weight = self.base.weight.detach().clone()
-        w = self.base.weight
-        for (start, end), dw in zip(self.slices, self.instances[name].delta_weights()):
-            if self.is_conv:
-                w[start:end, :, 0, 0] += dw.to(w.dtype)
-            else:
-                w[start:end] += dw.to(w.dtype)
+        self._add_delta(name, 1.0)
         self.merged = name
 
     @torch.no_grad()
@@ -145,15 +140,20 @@ class LoRALayer(PETLayer):
         output stays the same while its size and cost stop growing (the frozen model is no longer the base)."""
         if self.merged is not None:
             raise ClpeftError(f"LoRA instance {self.merged!r} is merged; unmerge() before folding instances")
-        w = self.base.weight
         for name, weight in zip(names, weights):
-            for (start, end), dw in zip(self.slices, self.instances[name].delta_weights()):
-                if self.is_conv:
-                    w[start:end, :, 0, 0] += float(weight) * dw.to(w.dtype)
-                else:
-                    w[start:end] += float(weight) * dw.to(w.dtype)
+            self._add_delta(name, weight)
         for name in names:
             del self.instances[name]
+
+    @torch.no_grad()
+    def _add_delta(self, name: str, weight: float) -> None:
+        """base.weight += weight · ΔW of instance ``name``, slice by slice (a 1x1 convolution's as its matrix)."""
+        w = self.base.weight
+        for (start, end), dw in zip(self.slices, self.instances[name].delta_weights()):
+            if self.is_conv:
+                w[start:end, :, 0, 0] += float(weight) * dw.to(w.dtype)
+            else:
+                w[start:end] += float(weight) * dw.to(w.dtype)
 
     @torch.no_grad()
     def unmerge(self) -> None:

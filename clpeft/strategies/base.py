@@ -348,7 +348,7 @@ class CLStrategy(Engine):
         if budget is None or len(names) < budget:
             return list(names)
         oldest = len(names) - budget + 1
-        self.pet.fold(names[:oldest], [float(w) for w in weights[:oldest]])
+        self.pet.fold(names[:oldest], weights[:oldest])
         return list(names[oldest:])
 
     def current_head_parameters(self) -> list[nn.Parameter]:
