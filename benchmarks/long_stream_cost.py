@@ -57,8 +57,12 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _Stopped(Exception):
+    """Raised by the probe after --stop-after experiences: the run ends there on purpose."""
+
+
 def measure(method: str, experiences: int, device: str, out: Path, settings: dict | None = None,
-            label: str | None = None) -> dict:
+            label: str | None = None, stop_after: int | None = None) -> dict:
     from clpeft.config import split_dotted
 
     scenario = load_scenario("long_synthetic")
@@ -74,10 +78,16 @@ def measure(method: str, experiences: int, device: str, out: Path, settings: dic
         rows.append({"experience": i, "state_bytes": serialised_bytes(state),
                      "state_elements": elements(state), "peak_memory_mb": peak_memory_mb(device),
                      "steps": sum(e["steps"] for e in strategy.training_log if e["experience"] == i)})
+        if stop_after is not None and i + 1 >= stop_after:
+            raise _Stopped
 
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(config, out_dir=Path(tmp) / method, after_experience=probe)
+        try:
+            results = run(config, out_dir=Path(tmp) / method, after_experience=probe)
+        except _Stopped:  # state and memory only: the run's own timings are written at its end
+            return stopped_record(out, label or method, method, settings, experiences, config, device, rows,
+                                  time.perf_counter() - began)
         runtime = json.loads((Path(tmp) / method / "runtime.json").read_text())
     counts, ranges = results["test_samples"], results["stream"]["class_ranges"]
     for row, train_s, eval_s in zip(rows, runtime["train_seconds_per_experience"],
@@ -98,6 +108,43 @@ def measure(method: str, experiences: int, device: str, out: Path, settings: dic
     return record
 
 
+def stopped_record(out: Path, label: str, method: str, settings, experiences: int, config, device: str, rows: list,
+                   wall: float) -> dict:
+    """The rows of a run stopped after its first experiences (``--stop-after``), with the backbone it ran."""
+    record = {"method": label, "strategy": method, "settings": settings or {}, "experiences": experiences,
+              "stopped_after": len(rows), "backbone": config.model.backbone, "backbone_kwargs": config.model.kwargs,
+              "epochs": config.train.epochs, "device": device, "threads": torch.get_num_threads(),
+              "wall_seconds": wall, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{label}_{experiences}_first{len(rows)}.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def growth_table(folder: Path, reference: Path | None = None) -> str:
+    """Runs stopped after their first experiences (``--stop-after``): state at the first and last, growth per
+    experience, and the straight line from them to the stream's end. ``reference``: the folder of full runs on the
+    bundled ViT, whose measured end is set beside the same straight line drawn from their own first rows, so that the
+    reader sees where growth is not linear."""
+    lines = ["| method | state MB @1 | @n (n) | growth MB per experience | straight line to @100 | bundled ViT: straight "
+             "line from its first n → measured @100 |", "|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*_first*.json")):
+        r = json.loads(path.read_text())
+        rows, end = r["rows"], r["experiences"]
+        n = len(rows)
+        first, last = rows[0]["state_bytes"] / 1e6, rows[-1]["state_bytes"] / 1e6
+        slope = (last - first) / max(n - 1, 1)
+        check = "—"
+        full = reference / f"{r['method']}_{end}.json" if reference else None
+        if full is not None and full.exists():
+            tiny = json.loads(full.read_text())["rows"]
+            t_first, t_n = tiny[0]["state_bytes"] / 1e6, tiny[n - 1]["state_bytes"] / 1e6
+            line = t_first + (t_n - t_first) / max(n - 1, 1) * (end - 1)
+            check = f"{line:.2f} → {tiny[end - 1]['state_bytes'] / 1e6:.2f}"
+        lines.append(f"| {r['method']} | {first:.1f} | {last:.1f} ({n}) | {slope:.3f} | {first + slope * (end - 1):.1f} "
+                     f"| {check} |")
+    return "\n".join(lines)
+
+
 def table(folder: Path, experiences: int) -> str:
     """A markdown table from the JSON files in ``folder``: each method at 1, 10, 50 and ``experiences``; times from
     experience 10 on (the first evaluations hold a handful of samples, so fixed costs dominate them)."""
@@ -106,7 +153,7 @@ def table(folder: Path, experiences: int) -> str:
     lines = ["| method | status | " + " | ".join(f"state MB @{m}" for m in marks) + f" | peak RSS MB @1 → @{last}"
              + f" | train ms/step @10 → @{last} | eval ms/sample @10 → @{last} | run s |",
              "|---" * (len(marks) + 6) + "|"]
-    for path in sorted(folder.glob(f"*_{experiences}.json")):
+    for path in sorted(folder.glob(f"*_{experiences}.json")):  # full runs (stopped ones end in _firstN)
         r = json.loads(path.read_text())
         rows = {row["experience"] + 1: row for row in r["rows"]}
         first, tenth, end = rows[1], rows[min(10, last)], rows[last]
@@ -125,7 +172,7 @@ def figure(folder: Path, out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if "_first" not in p.stem]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     lengths = {r["experiences"] for r in records}
     for r in records:
@@ -164,10 +211,18 @@ def main():
     p.add_argument("--methods", nargs="+", default=["inflora", "sd_lora", "jare", "hide_prompt", "finetune"])
     p.add_argument("--experiences", type=int, default=100)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop each run after its first N experiences and keep state and memory only (for big "
+                        "backbones, e.g. --set model.backbone=vit_base_patch16_224; --growth prints their table)")
+    p.add_argument("--growth", metavar="REFERENCE", nargs="?", const="reports/long_streams",
+                   help="print the table of the stopped runs in --out, beside the full runs in REFERENCE, and stop")
     p.add_argument("--out", default="reports/long_streams")
     args = p.parse_args()
     if args.table:
         print(table(Path(args.out), args.experiences))
+        return
+    if args.growth:
+        print(growth_table(Path(args.out), Path(args.growth)))
         return
     if args.figure:
         print("\n".join(map(str, figure(Path(args.out), Path(args.out) / "cost"))))
@@ -182,12 +237,18 @@ def main():
               "experiences", flush=True)
         for method in args.methods:
             subprocess.run([sys.executable, __file__, "--methods", method, "--experiences", str(args.experiences),
-                            "--device", args.device, "--out", args.out] + [f"--set={kv}" for kv in args.set],
-                           check=True)
+                            "--device", args.device, "--out", args.out] + [f"--set={kv}" for kv in args.set]
+                           + ([f"--stop-after={args.stop_after}"] if args.stop_after else []), check=True)
         return
     marks = sorted({1, 10, args.experiences // 4, args.experiences // 2, args.experiences} - {0})
     for method in args.methods:
-        r = measure(method, args.experiences, args.device, Path(args.out), settings, args.label)
+        r = measure(method, args.experiences, args.device, Path(args.out), settings, args.label, args.stop_after)
+        if "stopped_after" in r:
+            for row in r["rows"]:
+                print(f"{r['method']:12s} after {row['experience'] + 1:3d}: state {row['state_bytes'] / 1e6:8.2f} MB "
+                      f"({row['state_elements']:>10,d} elements), peak RSS {row['peak_memory_mb']:7.0f} MB", flush=True)
+            print(f"{r['method']:12s} stopped after {r['stopped_after']} ({r['wall_seconds']:.0f} s)", flush=True)
+            continue
         for row in r["rows"]:
             if row["experience"] + 1 in marks:
                 print(f"{r['method']:12s} after {row['experience'] + 1:3d}: state {row['state_bytes'] / 1e6:8.2f} MB "

@@ -41,7 +41,7 @@ PER_STRATEGY_KEYS = ("train", "model", "options", "pet", "pet_settings", "proven
 #: settings added after runs were recorded: left out of the config hash while they hold these values, so the run ids
 #: of earlier runs stay what they were
 LATER_DEFAULTS = {("stream", "validation_fraction"): 0.0, ("provenance",): None, ("train", "bank_budget"): None,
-                  ("stream", "eval_unseen"): True}
+                  ("stream", "eval_unseen"): True, ("pet_settings", "keep_scores"): True}
 OVERRIDE_SECTIONS = ("train", "model", "stream", "options", "pet", "tta")
 AMP_MODES = ("off", "bf16")
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"

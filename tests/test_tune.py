@@ -123,12 +123,19 @@ def test_new_settings_leave_earlier_run_ids_alone(fast_scenario):
     before = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
     assert config.config_hash() == before  # what the hash was before the later settings existed
     assert set(LATER_DEFAULTS) == {("stream", "validation_fraction"), ("provenance",), ("train", "bank_budget"),
-                                   ("stream", "eval_unseen")}
+                                   ("stream", "eval_unseen"), ("pet_settings", "keep_scores")}
     for section, values in (("stream", {"validation_fraction": 0.2}), ("stream", {"eval_unseen": False})):
         assert resolve(fast_scenario, overrides={section: values}).config_hash() != before
     lora = resolve(fast_scenario, strategy="inflora", pet="lora")
     assert resolve(fast_scenario, strategy="inflora", pet="lora",
                    overrides={"train": {"bank_budget": 3}}).config_hash() != lora.config_hash()
+    masks = resolve(fast_scenario, strategy="supsup", pet="supermask")
+    data = masks.as_dict()
+    data.pop("loggers"), data.pop("provenance"), data["stream"].pop("validation_fraction")
+    data["stream"].pop("eval_unseen"), data["train"].pop("bank_budget"), data["pet_settings"].pop("keep_scores")
+    assert masks.config_hash() == hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert resolve(fast_scenario, strategy="supsup", pet="supermask",
+                   overrides={"pet": {"keep_scores": False}}).config_hash() != masks.config_hash()
 
 
 def test_reports_say_where_settings_came_from_and_flag_tuning_on_the_reported_stream(tmp_path, fast_scenario):

@@ -32,6 +32,8 @@ class SupermaskConfig(PETConfig):
     signed_constant: bool = option(False, "re-initialise weights to ±sqrt(2/fan_in) (ExSSNeT)")
     task_norm: bool = option(True, "BatchNorm layers keep running statistics per instance")
     blocks: tuple[int, ...] | None = option(None, "blocks masked (null: every Linear/Conv2d of the model)")
+    keep_scores: bool = option(True, "a frozen mask keeps its float scores (ExSSNeT's kkt starts new masks from them); "
+                                     "false keeps only its bits: 1/8 byte per weight instead of 5, for long streams")
 
 
 class TopKMask(torch.autograd.Function):
@@ -57,8 +59,22 @@ class TopKMask(torch.autograd.Function):
         return grad, None
 
 
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor as uint8, eight entries a byte (numpy's packbits order, little bit first)."""
+    flat = mask.flatten().to(torch.uint8)
+    flat = F.pad(flat, (0, -flat.numel() % 8)).view(-1, 8)
+    return (flat << torch.arange(8, dtype=torch.uint8, device=mask.device)).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The boolean tensor of ``shape`` that :func:`pack_bits` packed."""
+    bits = (packed[:, None] >> torch.arange(8, dtype=torch.uint8, device=packed.device)) & 1
+    return bits.flatten()[: math.prod(shape)].view(shape).bool()
+
+
 class MaskScores(nn.Module):
-    """One instance's edge-popup scores; ``frozen`` caches its binary mask once the scores stop training."""
+    """One instance's edge-popup scores; ``frozen`` caches its binary mask once the scores stop training (bits packed
+    eight a byte, with the scores dropped, when the layer does not keep them)."""
 
     def __init__(self, shape: torch.Size, fan_in: int):
         super().__init__()
@@ -74,13 +90,14 @@ class SupermaskLayer(WholeOutputLayer):
     ``Σ_k α_bk · (weight ⊙ M_k) x_b``, computed as one output per mask mixed per sample.
     """
 
-    def __init__(self, base, routing, sparsity_kept: float, signed_constant: bool):
+    def __init__(self, base, routing, sparsity_kept: float, signed_constant: bool, keep_scores: bool = True):
         super().__init__(base, routing)
         if not isinstance(base, (nn.Linear, nn.Conv2d)):
             raise ClpeftError(f"supermasks apply to Linear and Conv2d layers, not {type(base).__name__}")
         if not 0.0 < sparsity_kept <= 1.0:
             raise ClpeftError(f"sparsity_kept must be in (0, 1], got {sparsity_kept}")
         self.sparsity_kept = sparsity_kept
+        self.keep_scores = keep_scores
         self.fan_in = base.weight[0].numel()
         if signed_constant:
             with torch.no_grad():
@@ -91,18 +108,38 @@ class SupermaskLayer(WholeOutputLayer):
 
     def _mask_of(self, inst: MaskScores) -> torch.Tensor:
         if inst.frozen is not None:
-            return inst.frozen.to(self.base.weight.dtype)
+            return self._frozen_bool(inst).to(self.base.weight.dtype)
         return TopKMask.apply(inst.scores.abs(), self.sparsity_kept)
+
+    def _frozen_bool(self, inst: MaskScores) -> torch.Tensor:
+        if inst.frozen.dtype == torch.uint8:
+            return unpack_bits(inst.frozen, self.base.weight.shape)
+        return inst.frozen
 
     def mask(self, name: str) -> torch.Tensor:
         return self._mask_of(self.instances[name])
 
+    def frozen_mask(self, name: str) -> torch.Tensor:
+        """Instance ``name``'s binary mask as booleans of the weight's shape (after :meth:`freeze`)."""
+        inst = self.instances[name]
+        if inst.frozen is None:
+            raise ClpeftError(f"supermask instance {name!r} is still training; freeze it first")
+        return self._frozen_bool(inst)
+
     @torch.no_grad()
     def freeze(self, name: str) -> None:
-        """Cache instance ``name``'s binary mask (its scores no longer train): no top-k per forward."""
+        """Cache instance ``name``'s binary mask (its scores no longer train): no top-k per forward. Without
+        ``keep_scores`` the mask is kept as packed bits and the scores become an empty tensor, so a long stream
+        stores 1/8 byte per weight and task; a resumed run freezes its finished instances before loading, so the
+        shapes match the saved state."""
         inst = self.instances[name]
         inst.frozen = None
-        inst.frozen = self._mask_of(inst).bool()
+        mask = self._mask_of(inst).bool()
+        if self.keep_scores:
+            inst.frozen = mask
+            return
+        inst.frozen = pack_bits(mask)
+        inst.scores = nn.Parameter(inst.scores.new_empty(0), requires_grad=False)
 
     def output_with(self, x, inst: MaskScores):
         w = self.base.weight * self._mask_of(inst)
@@ -166,7 +203,7 @@ def targets(model, fam: str, config: SupermaskConfig) -> list[str]:
 def build(model, name: str, module, config: SupermaskConfig, routing, fam: str) -> PETLayer:
     if isinstance(unwrap(module), nn.modules.batchnorm._BatchNorm):
         return TaskNormLayer(module, routing)
-    return SupermaskLayer(module, routing, config.sparsity_kept, config.signed_constant)
+    return SupermaskLayer(module, routing, config.sparsity_kept, config.signed_constant, config.keep_scores)
 
 
 KIND = register_pet(PETKind("supermask", SupermaskConfig, targets, build, CATALOG_PET_KINDS["supermask"]))

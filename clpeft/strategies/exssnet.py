@@ -94,6 +94,9 @@ class ExSSNeT(CLStrategy):
             self.weight_epochs = o.weight_epochs
         self.task_inference, self.inference_scope = o.task_inference, o.inference_scope
         self.layers = {n: layer for n, layer in self.pet.layers.items() if isinstance(layer, SupermaskLayer)}
+        if o.kkt and not all(layer.keep_scores for layer in self.layers.values()):
+            raise ClpeftError(f"{self.name}'s kkt starts a new mask from earlier masks' scores, which "
+                              "pet_settings.keep_scores: false drops; keep the scores or set options.kkt: null")
         self.tasks: list[str] = []                 # PET instance (mask) of each learned experience, in order
         self.used: dict[str, torch.Tensor] = {}    # per layer: weights inside some finished task's mask
         self.snapshot = None
@@ -142,7 +145,7 @@ class ExSSNeT(CLStrategy):
         self.masks = {}
         for lname, layer in self.layers.items():
             layer.freeze(name)
-            self.masks[lname] = layer.instances[name].frozen
+            self.masks[lname] = layer.frozen_mask(name)
         self.freeze(self.pet.parameters(name))
         kept = sum(int(m.sum()) for m in self.masks.values())
         shared = sum(int((m & self.used[n]).sum()) for n, m in self.masks.items() if n in self.used)
