@@ -62,12 +62,21 @@ bank-budget: setup
 
 # long_synthetic, one process per method: finetune and the LoRA banks (with and without a budget) over 100 experiences
 # (8-20 min each on 2 cores), the prompt, slot and expansion methods over 50
+VIT_B16 := --set model.backbone=vit_base_patch16_224 --set model.pretrained=false \
+  --set 'model.kwargs={img_size: 28, in_chans: 1}' --set train.epochs=1
 long-streams: setup
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods finetune inflora sd_lora
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods inflora --label inflora+budget10 --set train.bank_budget=10
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods sd_lora --label sd_lora+budget10 --set train.bank_budget=10
-	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods coda_prompt hide_prompt jare ease mos exssnet --experiences 50
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods jare hide_prompt exssnet
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods coda_prompt ease mos --experiences 50
 	$(PY) benchmarks/long_stream_cost.py --figure
+	# ViT-B/16 shapes, random weights: state and memory of the first 5 experiences
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods exssnet inflora jare ease hide_prompt --stop-after 5 \
+	  --out reports/long_streams/vit_b16 $(VIT_B16)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods exssnet --label exssnet+bits --set pet.keep_scores=false \
+	  --stop-after 5 --out reports/long_streams/vit_b16 $(VIT_B16)
+	$(PY) benchmarks/long_stream_cost.py --growth reports/long_streams --out reports/long_streams/vit_b16
 
 # Parity against the official code on the shared digits stream (reports/parity/): both sides, 5 seeds, 10 epochs
 # (~20 min on 2 cores each). Needs the official repository extracted first (reports/parity/official/README.md):

@@ -11,6 +11,9 @@ prints the values at a few experience counts.
         [--experiences 100] [--out reports/long_streams] [--set train.bank_budget=10 --label inflora+budget10]
     python benchmarks/long_stream_cost.py --table     # the markdown table of the JSON files in --out
     python benchmarks/long_stream_cost.py --figure    # memory and evaluation time against experiences, one line each
+    # big backbones: state and memory of the first N experiences, and their table (`make long-streams` has ViT-B/16)
+    python benchmarks/long_stream_cost.py --methods inflora --stop-after 5 --out DIR --set model.backbone=...
+    python benchmarks/long_stream_cost.py --growth reports/long_streams --out DIR
 
 With the scenario's `stream.eval_unseen: false` an evaluation runs only the test experiences seen so far, so the
 evaluation time per sample divides by those samples.
@@ -101,7 +104,8 @@ def measure(method: str, experiences: int, device: str, out: Path, settings: dic
     record = {"method": label, "strategy": method, "settings": settings or {}, "experiences": experiences,
               "epochs": config.train.epochs, "eval_unseen": config.stream.eval_unseen, "device": device,
               "threads": torch.get_num_threads(), "wall_seconds": time.perf_counter() - began,
-              "status": results["health"]["status"], "final_accuracy": results["metrics"]["final_accuracy"],
+              "status": results["health"]["status"], "health_reasons": results["health"].get("reasons"),
+              "final_accuracy": results["metrics"]["final_accuracy"],
               "strategy_summary": results.get("strategy_summary"), "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{label}_{experiences}.json").write_text(json.dumps(record, indent=1))
@@ -175,11 +179,12 @@ def figure(folder: Path, out: Path) -> list[Path]:
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if "_first" not in p.stem]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     lengths = {r["experiences"] for r in records}
-    for r in records:
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(records):
         x = [row["experience"] + 1 for row in r["rows"]][1:]  # the first evaluation holds 10 samples: fixed costs
         rows = r["rows"][1:]
         label = r["method"] + (f" ({r['experiences']} × {200 // r['experiences']})" if len(lengths) > 1 else "")
-        style = {"ls": "--" if r.get("settings") else "-", "lw": 1.4}
+        style = {"ls": "--" if r.get("settings") else "-", "lw": 1.4, "color": colours[(2 * i) % 20 + (2 * i) // 20]}
         axes[0].plot(x, [row["state_bytes"] / 1e6 for row in rows], label=label, **style)
         axes[1].plot(x, [row["peak_memory_mb"] for row in rows], label=label, **style)
         axes[2].plot(x, [row["eval_ms_per_sample"] for row in rows], label=label, **style)
@@ -188,6 +193,10 @@ def figure(folder: Path, out: Path) -> list[Path]:
     axes[2].set(xlabel="experiences learned", ylabel="evaluation ms per test sample", title="evaluation cost")
     for ax in axes:
         ax.grid(alpha=0.3)
+    for ax, key in ((axes[0], "state_bytes"), (axes[2], "eval_ms_per_sample")):
+        values = [row[key] for r in records for row in r["rows"][1:]]
+        if values and max(values) > 20 * min(values):  # a mask per experience, or a pass per instance: log scale
+            ax.set_yscale("log")
     axes[2].legend(fontsize=7, loc="upper left", ncol=2)
     threads = sorted({r["threads"] for r in records})
     fig.suptitle(f"long_synthetic (experiences × classes each), {'/'.join(map(str, threads))} thread(s), "
