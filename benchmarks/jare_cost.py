@@ -18,26 +18,29 @@ warnings.filterwarnings("ignore")
 BANK_SIZES = (1, 5, 10, 20)
 
 
+def grow_bank(strategy, experiences: int, generator: torch.Generator | None = None) -> None:
+    """Random keys and fresh slots for ``experiences`` experiences, as key fitting and training add them (the cost of a
+    forward does not depend on their values)."""
+    o, dim = strategy.options, strategy.model.backbone.num_features
+    for e in range(experiences):
+        strategy.keys.append(torch.randn(o.groups, o.slots, dim // o.groups, generator=generator))
+        strategy.slot_names.append([strategy.add_pet_instance(f"e{e}s{p}") for p in range(o.slots)])
+    strategy.pet.activate(None)
+
+
 def strategy_with_bank(backbone: str, size: int, experiences: int, device: str):
     from clpeft.config import resolve
     from clpeft.run import build
 
     scenario = {"name": "bench", "stream": {"dataset": "digits", "n_experiences": 5},
-                "model": {"backbone": backbone, "pretrained": False, "overrides": {} if size == 28 else {"img_size": size}},
+                "model": {"backbone": backbone, "pretrained": False, "kwargs": {} if size == 28 else {"img_size": size}},
                 "strategies": {"jare": {"pet": "lora", "pet_settings": {"targets": ["blocks.*.attn.proj"], "rank": 8, "alpha": 8.0}}}}
     _, model, pet, strategy, dev = build(resolve(scenario, strategy="jare", device=device))
-    pet.remove("default")
-    dim = model.feature_dim if hasattr(model, "feature_dim") else model.backbone.num_features
-    g = torch.Generator().manual_seed(0)
-    for e in range(experiences):
-        names = [f"e{e}s{p}" for p in range(strategy.slots)]
-        for name in names:
-            pet.add(name)
-            with torch.no_grad():
-                for p in pet.parameters(name):
-                    p.normal_(0, 0.02, generator=None)
-        strategy.slot_names.append(names)
-        strategy.keys.append(torch.randn(strategy.groups, strategy.slots, dim // strategy.groups, generator=g))
+    grow_bank(strategy, experiences, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for name in pet.names:
+            for p in pet.parameters(name):
+                p.normal_(0, 0.02)
     model.head.ensure_classes(model.head.num_classes)
     model.to(dev).eval()
     return model, pet, strategy, dev

@@ -12,6 +12,7 @@ import torch
 
 from clpeft.config import load_scenario, resolve
 from clpeft.run import build
+from jare_cost import grow_bank  # noqa: E402 - benchmarks/ is on sys.path when run as a script
 
 
 def main():
@@ -22,11 +23,7 @@ def main():
     config = resolve(load_scenario("long_synthetic"), strategy="jare", seed=0, device="cpu",
                      overrides={"stream": {"n_experiences": args.experiences}})
     _, model, _, strategy, _ = build(config)
-    groups, dim, slots = strategy.options.groups, model.backbone.num_features, strategy.options.slots
-    for t in range(args.experiences):
-        strategy.keys.append(torch.randn(groups, slots, dim // groups))
-        strategy.slot_names.append([strategy.add_pet_instance(f"e{t}s{s}") for s in range(slots)])
-    strategy.pet.activate(None)
+    grow_bank(strategy, args.experiences)
     model.eval()
     n = 10 * args.experiences
     x, task = torch.randn(n, 1, 28, 28), torch.arange(args.experiences).repeat_interleave(10)
