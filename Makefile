@@ -69,6 +69,7 @@ long-streams: setup
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods inflora --label inflora+budget10 --set train.bank_budget=10
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods sd_lora --label sd_lora+budget10 --set train.bank_budget=10
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods jare hide_prompt exssnet
+	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods coda_prompt ease mos lae
 	OMP_NUM_THREADS=1 $(PY) benchmarks/long_stream_cost.py --methods coda_prompt ease mos --experiences 50
 	$(PY) benchmarks/long_stream_cost.py --figure
 	# ViT-B/16 shapes, random weights: state and memory of the first 5 experiences

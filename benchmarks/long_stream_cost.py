@@ -169,14 +169,19 @@ def table(folder: Path, experiences: int) -> str:
 
 
 def figure(folder: Path, out: Path) -> list[Path]:
-    """State size, peak memory and evaluation time per sample against experiences learned, one line per JSON file in
-    ``folder`` (from experience 2: the first evaluation holds 10 samples, so fixed costs dominate it)."""
+    """State size, peak memory and evaluation time per sample against experiences learned, one line per method in
+    ``folder`` (its longest run; from experience 2: the first evaluation holds 10 samples, so fixed costs dominate
+    it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if "_first" not in p.stem]
+    longest = {}
+    for r in records:  # one line per method: its longest run (a 50-experience run beside its 100 adds nothing)
+        longest[r["method"]] = max(longest.get(r["method"], 0), r["experiences"])
+    records = [r for r in records if r["experiences"] == longest[r["method"]]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     lengths = {r["experiences"] for r in records}
     colours = plt.get_cmap("tab20").colors
