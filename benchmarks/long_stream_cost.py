@@ -183,7 +183,7 @@ def figure(folder: Path, out: Path) -> list[Path]:
         longest[r["method"]] = max(longest.get(r["method"], 0), r["experiences"])
     records = [r for r in records if r["experiences"] == longest[r["method"]]]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
-    lengths = {r["experiences"] for r in records}
+    lengths = sorted({r["experiences"] for r in records})
     colours = plt.get_cmap("tab20").colors
     for i, r in enumerate(records):
         x = [row["experience"] + 1 for row in r["rows"]][1:]  # the first evaluation holds 10 samples: fixed costs
@@ -204,7 +204,9 @@ def figure(folder: Path, out: Path) -> list[Path]:
             ax.set_yscale("log")
     axes[2].legend(fontsize=7, loc="upper left", ncol=2)
     threads = sorted({r["threads"] for r in records})
-    fig.suptitle(f"long_synthetic (experiences × classes each), {'/'.join(map(str, threads))} thread(s), "
+    shape = (f"{lengths[0]} experiences of {200 // lengths[0]} classes" if len(lengths) == 1
+             else "experiences × classes each")
+    fig.suptitle(f"long_synthetic ({shape}), {'/'.join(map(str, threads))} thread(s), "
                  f"{records[0]['device'] if records else ''}", fontsize=10)
     written = []
     for fmt in ("png", "svg"):
