@@ -60,8 +60,9 @@ bank-budget: setup
 	OMP_NUM_THREADS=1 $(SWEEP) examples/sweeps/bank_budget.yaml
 	$(PY) reports/bank_budget/cost_of_budget.py runs/bank_budget > reports/bank_budget/cost_of_budget.md
 
-# long_synthetic, one process per method: finetune and the LoRA banks (with and without a budget) over 100 experiences
-# (8-20 min each on 2 cores), the prompt, slot and expansion methods over 50
+# long_synthetic, one process per method, every growing method over 100 experiences: finetune and the LoRA banks (with
+# and without a budget) 8-20 min each on 2 cores, JARe 45 min; HiDe-Prompt, ExSSNeT, EASE and MOS 1-2 hours each (CODA-Prompt
+# and LAE under 10 min); CODA-Prompt, EASE and MOS also over 50 experiences of 4 classes
 VIT_B16 := --set model.backbone=vit_base_patch16_224 --set model.pretrained=false \
   --set 'model.kwargs={img_size: 28, in_chans: 1}' --set train.epochs=1
 long-streams: setup
